@@ -413,10 +413,14 @@ class FleetKey:
         if len(raw) < 16:
             raise ValueError("the fleet secret must be at least 16 bytes")
         self.sign_key = _derive(raw, b"snapshot-signature")
+        self._nonce_key = _derive(raw, b"private-key-nonce")
         self._aead = AESGCM(_derive(raw, b"private-key-encryption"))
 
     def encrypt_key(self, cert_id: str, key_pem: str) -> str:
-        nonce = os.urandom(12)
+        # The nonce is derived from the plaintext (SIV-style), so the same key encrypts to the same
+        # text and compiling an unchanged database gives an identical snapshot; a nonce repeats
+        # only with an identical plaintext, which reveals nothing but that equality.
+        nonce = hmac.new(self._nonce_key, cert_id.encode() + b"\0" + key_pem.encode(), hashlib.sha256).digest()[:12]
         ct = self._aead.encrypt(nonce, key_pem.encode(), cert_id.encode())
         return base64.b64encode(nonce + ct).decode()
 

@@ -5,7 +5,6 @@ import json
 
 from django.db import models
 from django.utils import timezone
-
 from tenancy.models import ApiToken, Organization, OrgScopedQuerySet, User
 
 

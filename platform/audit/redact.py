@@ -11,6 +11,8 @@ _SECRET_NAME = re.compile(r"(pass(word)?|secret|token|private|key_pem|key_enc|ap
 def redact(value, key: str = ""):
     if key and _SECRET_NAME.search(key):
         return REDACTED if value not in (None, "", [], {}) else value
+    if isinstance(value, str) and (value.startswith("pbkdf2_sha256$") or "PRIVATE KEY-----" in value):
+        return REDACTED
     if isinstance(value, dict):
         return {k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -5,7 +5,6 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
-
 from tenancy.access import Actor
 from tenancy.models import Organization
 

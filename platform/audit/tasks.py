@@ -5,7 +5,6 @@ import datetime as dt
 from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
-
 from tenancy.models import Organization
 
 from .services import apply_retention as _apply

@@ -6,12 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
+from audit.services import record
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
-
-from audit.services import record
 
 from .access import Actor, ensure_in_org, require
 from .models import (

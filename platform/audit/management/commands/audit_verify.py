@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
+from tenancy.models import Organization
 
 from audit.services import verify_chain
-from tenancy.models import Organization
 
 
 class Command(BaseCommand):

@@ -1,0 +1,527 @@
+"""Every change to what the proxy serves. Each function checks the actor's role, validates with
+errors that name the field, writes in one transaction with its audit event, and asks for a
+config publish once the transaction commits."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import re
+import secrets
+from typing import Any
+
+import msgspec
+from audit.services import record
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.forms.models import model_to_dict
+from fleet.publisher import publish_on_commit
+from tenancy.access import Actor, ensure_in_org, require
+from tenancy.models import Organization, Role
+
+from proxyworker import snapshot
+
+from .models import POLICY_SCHEMA, Backend, Hostname, Policy, Route, Site
+
+_SITE_FIELDS = (
+    "name",
+    "state",
+    "tls_mode",
+    "tls_min_version",
+    "force_https",
+    "hsts_max_age",
+    "hsts_include_subdomains",
+    "hsts_preload",
+    "balancing",
+    "sticky_cookie",
+    "hc_enabled",
+    "hc_path",
+    "hc_interval",
+    "hc_timeout",
+    "hc_expected_status",
+    "hc_rise",
+    "hc_fall",
+    "max_body_bytes",
+)
+_BACKEND_FIELDS = ("pool", "address", "port", "scheme", "weight", "state", "tls_verify", "ca_pem", "sni")
+_POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
+
+
+def _snapshot_of(obj, fields) -> dict[str, Any]:
+    return {k: v for k, v in model_to_dict(obj, fields=fields).items()}
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def _check_site(site: Site) -> None:
+    errors: dict[str, str] = {}
+    if not site.name.strip():
+        errors["name"] = "A name is required."
+    for field in ("state", "tls_mode", "balancing"):
+        choices = dict(Site._meta.get_field(field).choices)
+        if getattr(site, field) not in choices:
+            errors[field] = f"Unknown value {getattr(site, field)!r}; use one of {', '.join(choices)}."
+    if site.tls_min_version not in ("1.2", "1.3"):
+        errors["tls_min_version"] = "Use 1.2 or 1.3."
+    if site.sticky_cookie and not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", site.sticky_cookie):
+        errors["sticky_cookie"] = "A cookie name of letters, digits, - and _ (at most 64)."
+    if not site.hc_path.startswith("/"):
+        errors["hc_path"] = "The health-check path must start with /."
+    if not 0.1 <= site.hc_interval <= 3600:
+        errors["hc_interval"] = "Between 0.1 and 3600 seconds."
+    if not 0.05 <= site.hc_timeout <= 60:
+        errors["hc_timeout"] = "Between 0.05 and 60 seconds."
+    elif site.hc_timeout > site.hc_interval:
+        errors["hc_timeout"] = "The timeout must not exceed the interval."
+    if not 1 <= site.hc_rise <= 100:
+        errors["hc_rise"] = "Between 1 and 100."
+    if not 1 <= site.hc_fall <= 100:
+        errors["hc_fall"] = "Between 1 and 100."
+    try:
+        parse_expected_status(site.hc_expected_status)
+    except ValueError as exc:
+        errors["hc_expected_status"] = str(exc)
+    if site.hsts_preload and site.hsts_max_age < 31536000:
+        errors["hsts_preload"] = "HSTS preload needs a max-age of at least one year (31536000)."
+    if errors:
+        raise ValidationError(errors)
+
+
+def parse_expected_status(text: str) -> list[int]:
+    """'200,204' or '200-299' or '' (meaning 200-399 at the worker) → explicit codes."""
+    codes: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, _, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"{part!r} is not a status code or range like 200-299.") from None
+        if not (100 <= first <= last <= 599):
+            raise ValueError(f"{part!r} is outside 100-599.")
+        codes.extend(range(first, last + 1))
+    return codes
+
+
+def _check_backend(backend: Backend) -> None:
+    errors: dict[str, str] = {}
+    address = backend.address.strip()
+    if not address:
+        errors["address"] = "An address is required."
+    elif "://" in address or "/" in address:
+        errors["address"] = f"{address!r} is not a host: give a hostname or IP address, without scheme or path."
+    else:
+        try:
+            ipaddress.ip_address(address.strip("[]"))
+            backend.address = address.strip("[]")
+        except ValueError:
+            if ":" in address:
+                errors["address"] = f"{address!r} is not a host: put the port in the port field."
+            else:
+                try:
+                    backend.address = snapshot.normalize_hostname(address)
+                    if backend.address.startswith("*."):
+                        errors["address"] = "A backend address cannot be a wildcard."
+                except ValueError as exc:
+                    errors["address"] = str(exc)
+    if not 1 <= int(backend.port) <= 65535:
+        errors["port"] = "A port between 1 and 65535."
+    if backend.scheme not in ("http", "https"):
+        errors["scheme"] = "Use http or https."
+    if not 1 <= int(backend.weight) <= 1000:
+        errors["weight"] = "A weight between 1 and 1000."
+    if backend.state not in Backend.State.values:
+        errors["state"] = f"Use one of {', '.join(Backend.State.values)}."
+    if not _POOL_NAME.match(backend.pool):
+        errors["pool"] = "A pool name of lower-case letters, digits, - and _."
+    if backend.ca_pem and "BEGIN CERTIFICATE" not in backend.ca_pem:
+        errors["ca_pem"] = "Paste the CA certificate in PEM form (-----BEGIN CERTIFICATE-----)."
+    if errors:
+        raise ValidationError(errors)
+
+
+def _wildcard_parent(name: str) -> str:
+    return name[2:] if name.startswith("*.") else name
+
+
+def hostname_conflict(name: str, org: Organization) -> str | None:
+    """Why ``name`` cannot be used by ``org``, or None. Names are global: they route traffic.
+
+    Besides exact duplicates, a wildcard and a name under it must belong to one tenant, or one
+    tenant could capture another's subdomains.
+    """
+    existing = Hostname.objects.filter(name=name).select_related("site").first()
+    if existing is not None:
+        if existing.organization_id == org.pk:
+            return f"{name} is already used by your site {existing.site.name!r}."
+        return f"{name} is already in use by another organization."
+    if name.startswith("*."):
+        parent = _wildcard_parent(name)
+        clash = Hostname.objects.filter(name__endswith="." + parent).exclude(organization=org)
+        # only names exactly one label under the wildcard are covered by it
+        for other in clash:
+            if other.name.count(".") == name.count(".") and not other.name.startswith("*."):
+                return f"{name} would cover {other.name}, which another organization uses."
+    else:
+        parent = name.split(".", 1)[1] if "." in name else ""
+        if parent and Hostname.objects.filter(name="*." + parent).exclude(organization=org).exists():
+            return f"{name} is covered by *.{parent}, which another organization uses."
+    return None
+
+
+def _normalize_hostnames(names: list[str], org: Organization, field: str = "hostnames") -> list[str]:
+    out: list[str] = []
+    for raw in names:
+        try:
+            name = snapshot.normalize_hostname(raw)
+        except ValueError as exc:
+            raise ValidationError({field: str(exc)}) from None
+        if name in out:
+            raise ValidationError({field: f"{name} is listed twice."})
+        conflict = hostname_conflict(name, org)
+        if conflict:
+            raise ValidationError({field: conflict})
+        out.append(name)
+    return out
+
+
+# --- sites --------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def site_create(
+    *,
+    actor: Actor,
+    org: Organization,
+    name: str,
+    hostnames: list[str],
+    backends: list[dict[str, Any]] | None = None,
+    **fields: Any,
+) -> Site:
+    """Create a site with its hostnames and, optionally, its first backends."""
+    require(actor, org, Role.EDITOR)
+    unknown = set(fields) - set(_SITE_FIELDS)
+    if unknown:
+        raise ValidationError({f: "Unknown field." for f in unknown})
+    if not hostnames:
+        raise ValidationError({"hostnames": "A site needs at least one hostname."})
+    site = Site(organization=org, name=name.strip(), **fields)
+    _check_site(site)
+    names = _normalize_hostnames(hostnames, org)
+    site.save()
+    try:
+        with transaction.atomic():
+            Hostname.objects.bulk_create([Hostname(organization=org, site=site, name=n) for n in names])
+    except IntegrityError:
+        raise ValidationError({"hostnames": "One of these hostnames was just taken by another site."}) from None
+    created = [_backend_build(site, spec) for spec in backends or []]
+    Backend.objects.bulk_create(created)
+    record(
+        org=org,
+        actor=actor,
+        action="site.create",
+        target=site,
+        after={**_snapshot_of(site, _SITE_FIELDS), "hostnames": names, "backends": [str(b) for b in created]},
+    )
+    publish_on_commit(f"site {site.name} created")
+    return site
+
+
+@transaction.atomic
+def site_update(*, actor: Actor, org: Organization, site: Site, **fields: Any) -> Site:
+    require(actor, org, Role.EDITOR)
+    ensure_in_org(site, org)
+    unknown = set(fields) - set(_SITE_FIELDS)
+    if unknown:
+        raise ValidationError({f: "Unknown field." for f in unknown})
+    site = Site.objects.select_for_update().get(pk=site.pk)
+    before = _snapshot_of(site, _SITE_FIELDS)
+    for key, value in fields.items():
+        setattr(site, key, value)
+    _check_site(site)
+    site.save()
+    after = _snapshot_of(site, _SITE_FIELDS)
+    if before != after:
+        record(org=org, actor=actor, action="site.update", target=site, before=before, after=after)
+        publish_on_commit(f"site {site.name} updated")
+    return site
+
+
+def site_pause(*, actor: Actor, org: Organization, site: Site) -> Site:
+    return site_update(actor=actor, org=org, site=site, state=Site.State.PAUSED)
+
+
+def site_resume(*, actor: Actor, org: Organization, site: Site) -> Site:
+    return site_update(actor=actor, org=org, site=site, state=Site.State.ACTIVE)
+
+
+@transaction.atomic
+def site_delete(*, actor: Actor, org: Organization, site: Site) -> None:
+    require(actor, org, Role.EDITOR)
+    ensure_in_org(site, org)
+    record(
+        org=org,
+        actor=actor,
+        action="site.delete",
+        target=site,
+        before={**_snapshot_of(site, _SITE_FIELDS), "hostnames": list(site.hostnames.values_list("name", flat=True))},
+    )
+    site.delete()
+    publish_on_commit(f"site {site.name} deleted")
+
+
+# --- hostnames ----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def hostname_add(*, actor: Actor, org: Organization, site: Site, name: str) -> Hostname:
+    require(actor, org, Role.EDITOR)
+    ensure_in_org(site, org)
+    (normalized,) = _normalize_hostnames([name], org, field="name")
+    try:
+        with transaction.atomic():
+            hostname = Hostname.objects.create(organization=org, site=site, name=normalized)
+    except IntegrityError:
+        raise ValidationError({"name": f"{normalized} was just taken by another site."}) from None
+    record(org=org, actor=actor, action="hostname.add", target=hostname, after={"site": site.name, "name": normalized})
+    publish_on_commit(f"hostname {normalized} added")
+    return hostname
+
+
+@transaction.atomic
+def hostname_remove(*, actor: Actor, org: Organization, hostname: Hostname) -> None:
+    require(actor, org, Role.EDITOR)
+    ensure_in_org(hostname, org)
+    if Hostname.objects.filter(site_id=hostname.site_id).count() <= 1:
+        raise ValidationError({"name": "A site needs at least one hostname; add another before removing this one."})
+    record(org=org, actor=actor, action="hostname.remove", target=hostname, before={"name": hostname.name})
+    hostname.delete()
+    publish_on_commit(f"hostname {hostname.name} removed")
+
+
+# --- backends -----------------------------------------------------------------------------------
+
+
+def _backend_build(site: Site, spec: dict[str, Any]) -> Backend:
+    unknown = set(spec) - set(_BACKEND_FIELDS)
+    if unknown:
+        raise ValidationError({f: "Unknown field." for f in unknown})
+    backend = Backend(organization_id=site.organization_id, site=site, **spec)
+    _check_backend(backend)
+    return backend
+
+
+@transaction.atomic
+def backend_create(*, actor: Actor, org: Organization, site: Site, **spec: Any) -> Backend:
+    require(actor, org, Role.EDITOR)
+    ensure_in_org(site, org)
+    backend = _backend_build(site, spec)
+    backend.save()
+    record(org=org, actor=actor, action="backend.create", target=backend, after=_snapshot_of(backend, _BACKEND_FIELDS))
+    publish_on_commit(f"backend {backend} added to {site.name}")
+    return backend
+
+
+@transaction.atomic
+def backend_update(*, actor: Actor, org: Organization, backend: Backend, **fields: Any) -> Backend:
+    require(actor, org, Role.EDITOR)
+    ensure_in_org(backend, org)
+    unknown = set(fields) - set(_BACKEND_FIELDS)
+    if unknown:
+        raise ValidationError({f: "Unknown field." for f in unknown})
+    backend = Backend.objects.select_for_update().get(pk=backend.pk)
+    before = _snapshot_of(backend, _BACKEND_FIELDS)
+    for key, value in fields.items():
+        setattr(backend, key, value)
+    _check_backend(backend)
+    backend.save()
+    after = _snapshot_of(backend, _BACKEND_FIELDS)
+    if before != after:
+        record(org=org, actor=actor, action="backend.update", target=backend, before=before, after=after)
+        publish_on_commit(f"backend {backend} updated")
+    return backend
+
+
+@transaction.atomic
+def backend_delete(*, actor: Actor, org: Organization, backend: Backend) -> None:
+    require(actor, org, Role.EDITOR)
+    ensure_in_org(backend, org)
+    record(org=org, actor=actor, action="backend.delete", target=backend, before=_snapshot_of(backend, _BACKEND_FIELDS))
+    backend.delete()
+    publish_on_commit(f"backend {backend} removed")
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+def _check_route(route: Route) -> None:
+    errors = {}
+    if not route.path_prefix.startswith("/"):
+        errors["path_prefix"] = "A path prefix must start with /."
+    elif any(c in route.path_prefix for c in "?# \t"):
+        errors["path_prefix"] = "A path prefix has no query, fragment or spaces."
+    if not _POOL_NAME.match(route.pool):
+        errors["pool"] = "A pool name of lower-case letters, digits, - and _."
+    if errors:
+        raise ValidationError(errors)
+
+
+@transaction.atomic
+def route_create(
+    *, actor: Actor, org: Organization, site: Site, path_prefix: str, pool: str = "default", strip_prefix: bool = False
+) -> Route:
+    require(actor, org, Role.EDITOR)
+    ensure_in_org(site, org)
+    route = Route(organization=org, site=site, path_prefix=path_prefix, pool=pool, strip_prefix=strip_prefix)
+    _check_route(route)
+    if Route.objects.filter(site=site, path_prefix=path_prefix).exists():
+        raise ValidationError({"path_prefix": f"This site already routes {path_prefix}."})
+    route.save()
+    record(
+        org=org, actor=actor, action="route.create", target=route,
+        after={"site": site.name, "path_prefix": path_prefix, "pool": pool, "strip_prefix": strip_prefix},
+    )
+    publish_on_commit(f"route {path_prefix} added to {site.name}")
+    return route
+
+
+@transaction.atomic
+def route_update(*, actor: Actor, org: Organization, route: Route, **fields: Any) -> Route:
+    require(actor, org, Role.EDITOR)
+    ensure_in_org(route, org)
+    allowed = ("path_prefix", "pool", "strip_prefix")
+    unknown = set(fields) - set(allowed)
+    if unknown:
+        raise ValidationError({f: "Unknown field." for f in unknown})
+    before = _snapshot_of(route, allowed)
+    for key, value in fields.items():
+        setattr(route, key, value)
+    _check_route(route)
+    if Route.objects.filter(site_id=route.site_id, path_prefix=route.path_prefix).exclude(pk=route.pk).exists():
+        raise ValidationError({"path_prefix": f"This site already routes {route.path_prefix}."})
+    route.save()
+    record(org=org, actor=actor, action="route.update", target=route, before=before, after=_snapshot_of(route, allowed))
+    publish_on_commit(f"route {route.path_prefix} updated")
+    return route
+
+
+@transaction.atomic
+def route_delete(*, actor: Actor, org: Organization, route: Route) -> None:
+    require(actor, org, Role.EDITOR)
+    ensure_in_org(route, org)
+    record(org=org, actor=actor, action="route.delete", target=route, before={"path_prefix": route.path_prefix})
+    route.delete()
+    publish_on_commit(f"route {route.path_prefix} removed")
+
+
+# --- policies -----------------------------------------------------------------------------------
+
+_PBKDF2_ITERATIONS = 100_000
+
+
+def hash_basic_auth_password(password: str) -> str:
+    """The form the worker checks: pbkdf2_sha256$<iterations>$<salt>$<b64 hash>."""
+    salt = secrets.token_hex(8)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), _PBKDF2_ITERATIONS)
+    return f"pbkdf2_sha256${_PBKDF2_ITERATIONS}${salt}${base64.b64encode(digest).decode()}"
+
+
+def validate_policy_settings(kind: str, settings: Any) -> Any:
+    """Decode ``settings`` into the snapshot type for ``kind``, as the worker will, and check what
+    the worker would reject. Returns the normalized JSON-able settings. Raises ValidationError
+    naming the settings path that is wrong."""
+    if kind not in POLICY_SCHEMA:
+        raise ValidationError({"kind": f"Unknown policy kind {kind!r}; use one of {', '.join(POLICY_SCHEMA)}."})
+    if kind == Policy.Kind.BASIC_AUTH and isinstance(settings, dict):
+        # People send passwords; only hashes are stored.
+        users = settings.get("users") or {}
+        if not isinstance(users, dict) or not users:
+            raise ValidationError({"settings": "users: give at least one username and password."})
+        settings = {
+            **settings,
+            "users": {
+                u: (p if isinstance(p, str) and p.startswith("pbkdf2_sha256$") else hash_basic_auth_password(str(p)))
+                for u, p in users.items()
+            },
+        }
+    try:
+        value = msgspec.convert(settings, POLICY_SCHEMA[kind])
+    except msgspec.ValidationError as exc:
+        raise ValidationError({"settings": str(exc).replace("$.", "").replace("`$`", "settings")}) from None
+    probe = snapshot.Policies()
+    if kind == Policy.Kind.RATE_LIMIT:
+        if value.requests <= 0:
+            raise ValidationError({"settings": "requests: a rate of 0 would block everything; use IP rules for that."})
+        probe.rate_limits = [value]
+    elif kind == Policy.Kind.HEADERS:
+        probe.headers = value
+    elif kind == Policy.Kind.BASIC_AUTH:
+        probe.basic_auth = [value]
+    else:
+        setattr(probe, kind, value)
+    try:
+        snapshot._validate_policies(probe, "policy")
+    except snapshot.SnapshotError as exc:
+        raise ValidationError({"settings": str(exc).removeprefix("policy: ")}) from None
+    return msgspec.to_builtins(value)
+
+
+@transaction.atomic
+def policy_create(
+    *,
+    actor: Actor,
+    org: Organization,
+    kind: str,
+    name: str,
+    settings: Any,
+    site: Site | None = None,
+    enabled: bool = True,
+) -> Policy:
+    """A policy on ``site``, or an organization default when ``site`` is None."""
+    require(actor, org, Role.EDITOR)
+    if site is not None:
+        ensure_in_org(site, org)
+    if not name.strip():
+        raise ValidationError({"name": "A name is required."})
+    normalized = validate_policy_settings(kind, settings)
+    policy = Policy.objects.create(
+        organization=org, site=site, kind=kind, name=name.strip(), settings=normalized, enabled=enabled
+    )
+    record(
+        org=org, actor=actor, action="policy.create", target=policy,
+        after={"kind": kind, "name": policy.name, "site": site.name if site else None, "settings": normalized, "enabled": enabled},
+    )
+    publish_on_commit(f"policy {policy.name} created")
+    return policy
+
+
+@transaction.atomic
+def policy_update(*, actor: Actor, org: Organization, policy: Policy, **fields: Any) -> Policy:
+    require(actor, org, Role.EDITOR)
+    ensure_in_org(policy, org)
+    unknown = set(fields) - {"name", "settings", "enabled"}
+    if unknown:
+        raise ValidationError({f: "Unknown field." for f in unknown})
+    before = {"name": policy.name, "settings": policy.settings, "enabled": policy.enabled}
+    if "settings" in fields:
+        fields["settings"] = validate_policy_settings(policy.kind, fields["settings"])
+    if "name" in fields and not str(fields["name"]).strip():
+        raise ValidationError({"name": "A name is required."})
+    for key, value in fields.items():
+        setattr(policy, key, value)
+    policy.save()
+    after = {"name": policy.name, "settings": policy.settings, "enabled": policy.enabled}
+    if before != after:
+        record(org=org, actor=actor, action="policy.update", target=policy, before=before, after=after)
+        publish_on_commit(f"policy {policy.name} updated")
+    return policy
+
+
+@transaction.atomic
+def policy_delete(*, actor: Actor, org: Organization, policy: Policy) -> None:
+    require(actor, org, Role.EDITOR)
+    ensure_in_org(policy, org)
+    record(org=org, actor=actor, action="policy.delete", target=policy, before={"kind": policy.kind, "name": policy.name})
+    policy.delete()
+    publish_on_commit(f"policy {policy.name} removed")

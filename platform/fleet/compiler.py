@@ -1,0 +1,147 @@
+"""Database → snapshot. A pure read: no writes, no network, deterministic for a given state.
+
+A handful of queries for the whole platform (not one per site), so compiling 10,000 sites stays
+cheap. Paused sites and disabled backends are left out; private keys are re-encrypted from the
+database's data keys to the fleet key.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import msgspec
+from certs.models import Certificate
+from django.db.models import Prefetch
+from django.utils import timezone
+from edge.models import POLICY_SCHEMA, Backend, Hostname, Policy, Route, Site
+from edge.services import parse_expected_status
+
+from proxyworker import snapshot
+
+# Kinds where a site's own policy replaces the organization default; the others add up.
+_SINGULAR = {Policy.Kind.CACHE, Policy.Kind.COMPRESSION, Policy.Kind.IP_RULES, Policy.Kind.WAF}
+
+
+def compile_snapshot(
+    *, version: int, fleet_key: snapshot.FleetKey, acme_challenges: list[snapshot.AcmeChallenge] | None = None
+) -> snapshot.Snapshot:
+    sites = (
+        Site.objects.filter(state=Site.State.ACTIVE)
+        .order_by("id")
+        .prefetch_related(
+            Prefetch("hostnames", queryset=Hostname.objects.order_by("name")),
+            Prefetch("routes", queryset=Route.objects.order_by("-path_prefix")),
+            Prefetch("backends", queryset=Backend.objects.exclude(state=Backend.State.DISABLED).order_by("created_at", "id")),
+            Prefetch("policies", queryset=Policy.objects.filter(enabled=True).order_by("kind", "name", "id")),
+        )
+    )
+    org_defaults: dict[Any, list[Policy]] = defaultdict(list)
+    for policy in Policy.objects.filter(enabled=True, site__isnull=True).order_by("kind", "name", "id"):
+        org_defaults[policy.organization_id].append(policy)
+
+    compiled = [_site(site, org_defaults[site.organization_id]) for site in sites]
+    served = {name for s in compiled for name in s.hostnames}
+    certificates = _certificates(served, fleet_key)
+    snap = snapshot.Snapshot(
+        version=version,
+        generated_at=timezone.now().timestamp(),
+        sites=compiled,
+        certificates=certificates,
+        acme_challenges=sorted(acme_challenges or [], key=lambda c: (c.hostname, c.token)),
+    )
+    snapshot.validate(snap)
+    return snap
+
+
+def _site(site: Site, defaults: list[Policy]) -> snapshot.Site:
+    pools: dict[str, list[snapshot.Backend]] = defaultdict(list)
+    for b in site.backends.all():
+        pools[b.pool].append(
+            snapshot.Backend(
+                id=str(b.id),
+                address=b.address,
+                port=b.port,
+                scheme=b.scheme,
+                weight=b.weight,
+                state=b.state,
+                tls_verify=b.tls_verify,
+                ca_pem=b.ca_pem or None,
+                sni=b.sni or None,
+            )
+        )
+    routes = [snapshot.Route(path_prefix=r.path_prefix, pool=r.pool, strip_prefix=r.strip_prefix) for r in site.routes.all()]
+    if not any(r.path_prefix == "/" for r in routes):
+        routes.append(snapshot.Route(path_prefix="/", pool="default"))
+    # A route to a pool with no backend still compiles: the worker answers 503 for it.
+    for route in routes:
+        pools.setdefault(route.pool, [])
+    return snapshot.Site(
+        id=str(site.id),
+        organization=str(site.organization_id),
+        name=site.name,
+        hostnames=[h.name for h in site.hostnames.all()],
+        pools=[snapshot.Pool(name=name, backends=backends) for name, backends in sorted(pools.items())],
+        routes=routes,
+        balancing=site.balancing,
+        sticky_cookie=site.sticky_cookie or None,
+        health_check=snapshot.HealthCheck(
+            enabled=site.hc_enabled,
+            path=site.hc_path,
+            interval=site.hc_interval,
+            timeout=site.hc_timeout,
+            expected_status=parse_expected_status(site.hc_expected_status),
+            rise=site.hc_rise,
+            fall=site.hc_fall,
+        ),
+        force_https=site.force_https and site.tls_mode != Site.TlsMode.OFF,
+        hsts=snapshot.Hsts(
+            max_age=site.hsts_max_age,
+            include_subdomains=site.hsts_include_subdomains,
+            preload=site.hsts_preload,
+        )
+        if site.hsts_max_age and site.tls_mode != Site.TlsMode.OFF
+        else None,
+        tls_min_version=site.tls_min_version,
+        max_body_bytes=site.max_body_bytes,
+        policies=effective_policies(list(site.policies.all()), defaults),
+    )
+
+
+def effective_policies(own: list[Policy], defaults: list[Policy]) -> snapshot.Policies:
+    """A site's own policies on top of its organization's defaults."""
+    out = snapshot.Policies()
+    own_kinds = {p.kind for p in own}
+    for policy in [*(d for d in defaults if not (d.kind in _SINGULAR and d.kind in own_kinds)), *own]:
+        value = msgspec.convert(policy.settings, POLICY_SCHEMA[policy.kind])
+        if policy.kind == Policy.Kind.RATE_LIMIT:
+            out.rate_limits.append(value)
+        elif policy.kind == Policy.Kind.HEADERS:
+            out.headers.extend(value)
+        elif policy.kind == Policy.Kind.BASIC_AUTH:
+            out.basic_auth.append(value)
+        else:
+            setattr(out, policy.kind, value)
+    return out
+
+
+def _certificates(served: set[str], fleet_key: snapshot.FleetKey) -> list[snapshot.Certificate]:
+    """Issued, unexpired certificates covering at least one served hostname; newest wins per name."""
+    now = timezone.now()
+    out, covered = [], set()
+    for cert in Certificate.objects.filter(status=Certificate.Status.ISSUED).order_by("-not_after", "id"):
+        if cert.not_after and cert.not_after <= now:
+            continue
+        names = [n for n in cert.hostnames if n in served and n not in covered]
+        if not names:
+            continue
+        covered.update(names)
+        out.append(
+            snapshot.Certificate(
+                id=str(cert.id),
+                hostnames=list(cert.hostnames),
+                chain_pem=cert.chain_pem,
+                key_enc=fleet_key.encrypt_key(str(cert.id), cert.private_key()),
+            )
+        )
+    return out
