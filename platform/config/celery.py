@@ -4,7 +4,8 @@ import os
 
 from celery import Celery
 
-import proxyworker.fsbroker  # noqa: F401  registers the portico-fs:// transport
+from . import paths  # noqa: F401  (the repository root, for proxyworker)
+import proxyworker.fsbroker  # noqa: F401,E402  registers the portico-fs:// transport
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 

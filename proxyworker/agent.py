@@ -1,0 +1,259 @@
+"""The Celery side of a worker node.
+
+It consumes the node's own durable queue ``portico.agent.<name>`` and, for each snapshot:
+verifies the signature (an unsigned or tampered one is rejected and reported), ignores versions
+not newer than the one served, writes it atomically as last-known-good to the snapshot file the
+proxy processes watch, waits for them to swap it in, and reports ``applied`` or ``rejected`` with
+the reason. A rejected file is replaced by the previous good one, so a restart never starts from
+a bad snapshot.
+
+On start and on every reconnect it says hello with its version; the control plane answers with
+the newest snapshot if the node lacks it. Heartbeats go out every HEARTBEAT_SECONDS. While the
+broker is down the proxy keeps serving what it has; kombu reconnects with backoff.
+
+Never imports Django: it talks to the control plane only through messages on the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from celery import Celery
+from kombu import Connection, Queue
+from kombu.mixins import ConsumerMixin
+
+from . import fsbroker, snapshot  # noqa: F401  (fsbroker registers portico-fs://)
+
+log = logging.getLogger("portico.agent")
+
+AGENT_QUEUE_PREFIX = "portico.agent."
+HEARTBEAT_SECONDS = 5.0
+APPLY_TIMEOUT = 10.0
+
+
+def broker_options(url: str, folder: str | None) -> dict:
+    """Transport options for ``url``; the embedded filesystem broker needs its shared folder."""
+    if url.startswith(("portico-fs://", "filesystem://")):
+        if not folder:
+            raise SystemExit("the filesystem broker needs --broker-folder (the control plane's var/broker)")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return {"data_folder_in": folder, "data_folder_out": folder, "polling_interval": 0.01}
+    return {}
+
+
+def status_path(snapshot_path: str) -> str:
+    return f"{snapshot_path}.status.json"
+
+
+def read_status(snapshot_path: str) -> dict:
+    try:
+        with open(status_path(snapshot_path)) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+class Agent(ConsumerMixin):
+    def __init__(
+        self,
+        *,
+        connection: Connection,
+        control: Celery,
+        name: str,
+        snapshot_path: str,
+        fleet_key: snapshot.FleetKey,
+        pool: str = "default",
+        address: str = "",
+        capacity: int = 1,
+        wait_for_proxy: bool = True,
+    ):
+        self.connection = connection
+        self.control = control
+        self.name = name
+        self.snapshot_path = snapshot_path
+        self.key = fleet_key
+        self.pool = pool
+        self.address = address
+        self.capacity = capacity
+        self.wait_for_proxy = wait_for_proxy
+        self.version = self._served_version()
+        self.queue = Queue(f"{AGENT_QUEUE_PREFIX}{name}", durable=True, routing_key=f"{AGENT_QUEUE_PREFIX}{name}")
+        self._stop_heartbeat = threading.Event()
+
+    # --- what is served now --------------------------------------------------------------------
+
+    def _served_version(self) -> int:
+        try:
+            return snapshot.load_file(self.snapshot_path, self.key).version
+        except FileNotFoundError:
+            return 0
+        except snapshot.SnapshotError as exc:
+            log.error("last-known-good snapshot unusable: %s", exc)
+            return 0
+
+    # --- kombu ---------------------------------------------------------------------------------
+
+    def get_consumers(self, Consumer, channel):
+        return [Consumer(queues=[self.queue], callbacks=[self.on_message], accept=["json"], prefetch_count=1)]
+
+    def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        self.send("fleet.hello", name=self.name, pool=self.pool, address=self.address, capacity=self.capacity, version=self.version)
+        log.info("agent %s connected; serving v%s", self.name, self.version)
+
+    def on_message(self, body, message):
+        try:
+            kind = body.get("kind")
+            if kind == "snapshot":
+                self.handle_snapshot(int(body.get("version", 0)), body.get("envelope", ""))
+            elif kind == "purge":
+                self.handle_purge(body)
+            else:
+                log.warning("ignoring unknown message kind %r", kind)
+        except Exception:
+            log.exception("message handling failed")
+        finally:
+            message.ack()
+
+    def send(self, task: str, **kwargs) -> None:
+        try:
+            self.control.send_task(task, kwargs=kwargs, retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2})
+        except Exception as exc:  # the broker is down; heartbeats and hello will retry
+            log.warning("could not send %s: %s", task, exc)
+
+    # --- snapshots -----------------------------------------------------------------------------
+
+    def handle_snapshot(self, version: int, envelope_text: str) -> str:
+        """Apply one envelope. Returns 'applied', 'rejected' or 'ignored'."""
+        try:
+            env = snapshot.decode_envelope(envelope_text)
+            snap = snapshot.verify(env, self.key)
+        except snapshot.SnapshotError as exc:
+            log.error("rejected v%s: %s", version, exc)
+            self.send("fleet.report", name=self.name, version=version, outcome="rejected", reason=str(exc))
+            return "rejected"
+        if snap.version <= self.version:
+            # replayed or out-of-order: never go backwards
+            log.info("ignoring v%s: serving v%s already", snap.version, self.version)
+            return "ignored"
+        previous = self._read_current()
+        snapshot.write_file_atomic(self.snapshot_path, envelope_text.encode())
+        ok, reason = self._await_proxy(snap.version)
+        if not ok:
+            if previous is not None:
+                snapshot.write_file_atomic(self.snapshot_path, previous)
+            log.error("proxy rejected v%s: %s", snap.version, reason)
+            self.send("fleet.report", name=self.name, version=snap.version, outcome="rejected", reason=reason)
+            return "rejected"
+        self.version = snap.version
+        log.info("applied v%s", snap.version)
+        self.send("fleet.report", name=self.name, version=snap.version, outcome="applied", reason="")
+        return "applied"
+
+    def _read_current(self) -> bytes | None:
+        try:
+            with open(self.snapshot_path, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
+    def _await_proxy(self, version: int) -> tuple[bool, str]:
+        """Wait until the proxy processes report serving ``version`` (or rejecting it)."""
+        if not self.wait_for_proxy:
+            return True, ""
+        deadline = time.monotonic() + APPLY_TIMEOUT
+        while time.monotonic() < deadline:
+            status = read_status(self.snapshot_path)
+            if status.get("version") == version:
+                return True, ""
+            if status.get("rejected_version") == version:
+                return False, status.get("error") or "rejected by the proxy"
+            time.sleep(0.01)
+        return False, f"the proxy did not load v{version} within {APPLY_TIMEOUT:.0f} s"
+
+    # --- purges --------------------------------------------------------------------------------
+
+    def handle_purge(self, body: dict) -> None:
+        """Hand a purge to the node's cache: a file in ``<snapshot dir>/purges`` it consumes."""
+        folder = Path(self.snapshot_path).parent / "purges"
+        folder.mkdir(exist_ok=True)
+        name = f"{time.time_ns()}-{body.get('id', 'purge')}.json"
+        snapshot.write_file_atomic(str(folder / name), json.dumps(body).encode())
+        self.send("fleet.purged", name=self.name, purge_id=body.get("id"))
+
+    # --- heartbeats ----------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop_heartbeat.wait(HEARTBEAT_SECONDS):
+            self.send("fleet.heartbeat", name=self.name, version=self.version)
+
+    def start_heartbeats(self) -> threading.Thread:
+        thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self.should_stop = True
+        self._stop_heartbeat.set()
+
+
+def build(args: argparse.Namespace) -> Agent:
+    opts = broker_options(args.broker, args.broker_folder)
+    control = Celery("portico-agent", broker=args.broker)
+    control.conf.broker_transport_options = opts
+    control.conf.task_serializer = "json"
+    control.conf.broker_connection_retry_on_startup = True
+    connection = Connection(args.broker, transport_options=opts, heartbeat=0)
+    secret = os.environ.get("PORTICO_FLEET_KEY", "")
+    if not secret:
+        raise SystemExit("PORTICO_FLEET_KEY must be set: the agent verifies every snapshot with it")
+    return Agent(
+        connection=connection,
+        control=control,
+        name=args.name,
+        snapshot_path=args.snapshot,
+        fleet_key=snapshot.FleetKey(secret),
+        pool=args.pool,
+        address=args.address,
+        capacity=args.capacity,
+        wait_for_proxy=not args.no_proxy,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", default=os.environ.get("CELERY_BROKER_URL", "portico-fs://"))
+    parser.add_argument("--broker-folder", default=os.environ.get("PORTICO_BROKER_FOLDER"))
+    parser.add_argument("--name", default=os.environ.get("PORTICO_WORKER_NAME", socket.gethostname()))
+    parser.add_argument("--pool", default="default")
+    parser.add_argument("--address", default="")
+    parser.add_argument("--capacity", type=int, default=os.cpu_count() or 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m proxyworker.agent", description=__doc__.split("\n")[0])
+    parser.add_argument("--snapshot", required=True, help="last-known-good snapshot file the proxy watches")
+    parser.add_argument("--no-proxy", action="store_true", help="do not wait for a proxy's status file (tests)")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("PORTICO_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    agent = build(args)
+    agent.start_heartbeats()
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    try:
+        agent.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        agent.stop()
+
+
+if __name__ == "__main__":
+    main()
