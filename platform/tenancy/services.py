@@ -64,6 +64,9 @@ def organization_rename(*, actor: Actor, org: Organization, name: str) -> Organi
 
 
 def _owner_count(org: Organization) -> int:
+    # Lock the organization row before counting: two owners demoting (or removing) each other at
+    # the same time would otherwise both count two owners and leave the organization with none.
+    Organization.objects.select_for_update().only("pk").get(pk=org.pk)
     return Membership.objects.filter(organization=org, role=Role.OWNER).count()
 
 
@@ -111,6 +114,11 @@ def owner_transfer(*, actor: Actor, org: Organization, to: Membership) -> None:
     """Make ``to`` an owner and the acting owner an admin."""
     require(actor, org, Role.OWNER)
     ensure_in_org(to, org)
+    if actor.kind != "user" or actor.user is None:
+        raise PermissionDenied("Only an owner who is a person can hand over ownership.")
+    if to.user_id == actor.user.pk:
+        # Without this the one row would be saved as owner, then as admin: no owner left.
+        raise ValidationError({"to": "You are already an owner; choose another member."})
     with transaction.atomic():
         mine = Membership.objects.select_for_update().get(organization=org, user=actor.user)
         to.role, mine.role = Role.OWNER, Role.ADMIN

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-
+from django.apps import apps
 from tenancy.access import Actor
-from tenancy.models import Membership, Organization, Role, User
+from tenancy.models import ApiToken, Membership, Organization, Role, TokenScope, User
 
 
 @dataclass
@@ -25,6 +27,12 @@ def _user(email: str) -> User:
     return User.objects.create_user(email=email, password="correct horse battery")
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # Django's default PBKDF2 costs ~0.4 s per user; the cast alone would make every test slow.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def cast(db) -> Cast:
     org = Organization.objects.create(name="Acme", slug="acme")
@@ -37,3 +45,44 @@ def cast(db) -> Cast:
     stranger = _user("owner@globex.test")
     Membership.objects.create(organization=other, user=stranger, role=Role.OWNER)
     return Cast(org=org, other_org=other, outsider=Actor.for_user(stranger), **actors)
+
+
+def _token_actor(org: Organization, scope: str) -> Actor:
+    token, lookup, token_hash = ApiToken.generate()
+    row = ApiToken.objects.create(organization=org, name=f"{scope} bot", lookup=lookup, token_hash=token_hash, scope=scope)
+    return Actor.for_token(row, ip="198.51.100.7", user_agent="portico-cli/1.0", request_id="req-token-0001")
+
+
+@pytest.fixture
+def actor_named(cast) -> Callable[[str], Actor]:
+    """An actor by name: a cast member, or "read_token" / "write_token" (API tokens of cast.org)."""
+    made: dict[str, Actor] = {}
+
+    def get(name: str) -> Actor:
+        if name not in made:
+            if name == "read_token":
+                made[name] = _token_actor(cast.org, TokenScope.READ)
+            elif name == "write_token":
+                made[name] = _token_actor(cast.org, TokenScope.WRITE)
+            else:
+                made[name] = getattr(cast, name)
+        return made[name]
+
+    return get
+
+
+_STATE_APPS = ("tenancy", "audit", "edge", "certs", "fleet")
+
+
+@pytest.fixture
+def db_state(db) -> Callable[[], str]:
+    """Every row the control plane owns, as one comparable text: equal texts, nothing changed."""
+
+    def dump() -> str:
+        rows = {}
+        for app in _STATE_APPS:
+            for model in apps.get_app_config(app).get_models():
+                rows[model._meta.label] = list(model.objects.order_by("pk").values())
+        return json.dumps(rows, sort_keys=True, default=str)
+
+    return dump
