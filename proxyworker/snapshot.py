@@ -106,6 +106,10 @@ class HealthCheck(_Struct):
     passive_failures: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
     eject_seconds: Seconds = 10.0
     eject_max_seconds: Seconds = 300.0
+    # resource_based balancing: the load a backend reports on its health-check response, a number
+    # in [0, 1] (or a percentage up to 100), read from this JSON field of the body or this header.
+    load_field: str = "load"
+    load_header: str = "x-backend-load"
 
 
 class Hsts(_Struct):

@@ -1,0 +1,62 @@
+"""``python -m proxyworker --snapshot FILE [--http-port 8080] [--https-port 8443] [--processes N]``"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from proxyworker.server import Settings, serve
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    p = argparse.ArgumentParser(
+        prog="python -m proxyworker",
+        description="Portico proxy worker: serves every site of a config snapshot file.",
+    )
+    p.add_argument("--snapshot", required=True, help="snapshot file (plain JSON or signed envelope); re-read on change")
+    p.add_argument("--http-port", type=int, default=8080, help="plain HTTP listener (TLS is accepted here too)")
+    p.add_argument("--https-port", type=int, default=8443, help="TLS listener (plain HTTP is accepted here too)")
+    p.add_argument("--listen-host", default="", help="address to bind; default all interfaces")
+    p.add_argument("--processes", type=int, default=0, help="worker processes sharing the ports; 0: one per core")
+    p.add_argument(
+        "--public-https-port", type=int, default=None, help="port used in HTTP->HTTPS redirects (default: --https-port)"
+    )
+    p.add_argument("--status-file", default=None, help="where to report the served version (default <snapshot>.status.json)")
+    p.add_argument("--poll-interval", type=float, default=0.25, help="seconds between checks of the snapshot file")
+    p.add_argument("--max-conns-per-ip", type=int, default=256, help="concurrent connections per client IP; 0: no limit")
+    p.add_argument("--max-header-bytes", type=int, default=32 * 1024, help="request line + headers; larger: 431")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds to receive a request's headers")
+    p.add_argument("--idle-timeout", type=float, default=60.0, help="seconds a keep-alive connection may stay idle")
+    p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to connect to a backend")
+    p.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds to wait for a backend's response")
+    p.add_argument("--stream-bodies-over", default="1m", help="stream bodies larger than this instead of buffering")
+    p.add_argument("--drain-seconds", type=float, default=5.0, help="on SIGTERM, wait this long for open connections")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    a = p.parse_args(argv)
+    return Settings(
+        snapshot=a.snapshot,
+        http_port=a.http_port,
+        https_port=a.https_port,
+        listen_host=a.listen_host,
+        processes=a.processes,
+        public_https_port=a.public_https_port,
+        status_file=a.status_file,
+        poll_interval=a.poll_interval,
+        max_conns_per_ip=a.max_conns_per_ip,
+        max_header_bytes=a.max_header_bytes,
+        header_timeout=a.header_timeout,
+        idle_timeout=a.idle_timeout,
+        connect_timeout=a.connect_timeout,
+        upstream_timeout=a.upstream_timeout,
+        stream_bodies_over=a.stream_bodies_over,
+        drain_seconds=a.drain_seconds,
+        log_level=a.log_level,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return serve(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""The worker's addons, in the order mitmproxy calls them.
+
+Order matters: each hook runs addon by addon in this list. TLS comes first (certificates are chosen
+before anything else runs); the ACME responder answers before the router can redirect to HTTPS;
+the router resolves site and route, which every later addon reads from ``flow.metadata``; limits
+need the site; the balancer picks a backend last, after every addon that may answer on its own;
+headers run after the balancer so that they also clean a retried response.
+
+Later issues add their addons at the marked places.
+"""
+
+from __future__ import annotations
+
+from proxyworker.addons.acme import AcmeChallenges
+from proxyworker.addons.balancer import Balancer
+from proxyworker.addons.headers import ForwardingHeaders
+from proxyworker.addons.limits import Limits
+from proxyworker.addons.router import Router
+from proxyworker.addons.tls import TlsTermination
+from proxyworker.tables import Live
+
+
+def portico_addons(live: Live, settings) -> list:
+    return [
+        TlsTermination(live),
+        AcmeChallenges(live),
+        Router(live, https_port=settings.public_https_port),
+        Limits(
+            max_conns_per_ip=settings.max_conns_per_ip,
+            header_timeout=settings.header_timeout,
+            idle_timeout=settings.idle_timeout,
+            max_header_bytes=settings.max_header_bytes,
+        ),
+        # access (IP rules, basic auth), ratelimit, waf, cache: later issues, in that order.
+        Balancer(live, connect_timeout=settings.connect_timeout, upstream_timeout=settings.upstream_timeout),
+        ForwardingHeaders(),
+        # compress, metrics: later issues.
+    ]

@@ -1,0 +1,97 @@
+"""The few seams where mitmproxy 12 offers no hook, adapted in one place.
+
+Each adaptation replaces one module-level name inside mitmproxy (never a method body), so it is
+small, visible, and checked by the tests that exercise the behaviour:
+
+1. ``reuse_port``: mitmproxy binds with ``asyncio.start_server`` and has no SO_REUSEPORT option.
+   Its server module gets an ``asyncio`` whose ``start_server`` passes ``reuse_port=True``, so N
+   worker processes share one port and the kernel spreads connections over them.
+2. Failover: mitmproxy connects upstream right after the ``server_connect`` hook, without a timeout
+   and without retry. The balancer's async ``server_connect`` hook connects itself (trying other
+   backends when one refuses) and parks the open stream in ``PRECONNECTED``; mitmproxy's connect
+   call, in the same task, picks it up instead of dialling again.
+3. Error pages: mitmproxy's own error responses carry ``Server: mitmproxy`` and its HTML. The
+   platform answers with its own page and no Server header.
+4. Header size: mitmproxy buffers request headers without a limit (its own FIXME). An incomplete
+   HTTP/1 request head larger than the limit is answered 431 and the connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import types
+
+from mitmproxy import version
+from mitmproxy.net.http import http1
+from mitmproxy.proxy import commands, events, mode_servers
+from mitmproxy.proxy import server as proxy_server
+from mitmproxy.proxy.layers.http import _http1, _http2
+
+from proxyworker import pages
+
+# (host, port) -> (reader, writer) opened by the balancer in this connection task.
+PRECONNECTED: contextvars.ContextVar[tuple[tuple[str, int], tuple] | None] = contextvars.ContextVar(
+    "portico_preconnected", default=None
+)
+
+MAX_HEADER_BYTES = 32 * 1024
+_applied = False
+
+
+def _namespace_of(module: types.ModuleType, **overrides) -> types.SimpleNamespace:
+    return types.SimpleNamespace(**{**vars(module), **overrides})
+
+
+async def _open_connection(host, port, *args, **kwargs):
+    parked = PRECONNECTED.get()
+    if parked is not None and parked[0] == (host, port):
+        PRECONNECTED.set(None)
+        return parked[1]
+    return await asyncio.open_connection(host, port, *args, **kwargs)
+
+
+def _make_error_response(status_code: int, message: str = "") -> bytes:
+    # The engine's message may name internals (addresses, exceptions): log it, don't show it.
+    resp = pages.error_response(status_code if status_code in (400, 413, 502, 503, 504) else 502)
+    resp.headers["connection"] = "close"
+    return http1.assemble_response(resp)
+
+
+def _format_error(status_code: int, message: str) -> bytes:
+    return pages.render(status_code if status_code in (400, 413, 502, 503, 504) else 502)
+
+
+_original_read_headers = _http1.Http1Server.read_headers
+
+
+def _read_headers_limited(self, event):
+    yield from _original_read_headers(self, event)
+    if (
+        isinstance(event, events.DataReceived)
+        and self.state == self.read_headers
+        and len(self.buf) > MAX_HEADER_BYTES
+    ):
+        resp = pages.error_response(431)
+        yield commands.SendData(self.conn, http1.assemble_response(resp))
+        yield commands.CloseConnection(self.conn)
+        self.buf.clear()
+        self.state = self.done
+
+
+def apply(*, reuse_port: bool, max_header_bytes: int) -> None:
+    global _applied, MAX_HEADER_BYTES
+    MAX_HEADER_BYTES = max_header_bytes
+    if _applied:
+        return
+    _applied = True
+    if reuse_port:
+        mode_servers.asyncio = _namespace_of(  # type: ignore[attr-defined]
+            asyncio, start_server=functools.partial(asyncio.start_server, reuse_port=True)
+        )
+    proxy_server.asyncio = _namespace_of(asyncio, open_connection=_open_connection)  # type: ignore[attr-defined]
+    _http1.make_error_response = _make_error_response
+    _http2.format_error = _format_error
+    version.MITMPROXY = "Portico"
+    _http1.Http1Server.read_headers = _read_headers_limited
