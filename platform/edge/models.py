@@ -163,3 +163,38 @@ POLICY_SCHEMA = {
     Policy.Kind.HEADERS: list[snapshot.HeaderRule],
     Policy.Kind.BASIC_AUTH: snapshot.BasicAuth,
 }
+
+
+class Purge(OrgOwned):
+    """A request to drop cached responses on every worker: one URL, a URL prefix, a cache tag, or
+    everything of a site (or of the whole organization when ``site`` is empty)."""
+
+    class Kind(models.TextChoices):
+        URL = "url", "One URL"
+        PREFIX = "prefix", "URL prefix"
+        TAG = "tag", "Cache tag"
+        ALL = "all", "Everything"
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        SENT = "sent", "Sent to the workers"
+        DONE = "done", "Confirmed by every worker"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, null=True, blank=True, related_name="purges")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    value = models.CharField(max_length=2000, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
+    created_by = models.CharField(max_length=300)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    workers_sent = models.PositiveIntegerField(default=0)
+    # {worker name: ISO time of its confirmation}
+    confirmations = models.JSONField(default=dict, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"purge {self.kind} {self.value}".strip()
