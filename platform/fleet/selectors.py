@@ -53,17 +53,19 @@ def rollout_status(number: int) -> RolloutStatus:
     return status
 
 
-def _sites(version: ConfigVersion) -> dict[str, dict]:
+def _sites(version: ConfigVersion, organization: str | None = None) -> dict[str, dict]:
     snap = snapshot.decode(snapshot.decode_envelope(version.envelope).body)
-    return {s.id: msgspec.to_builtins(s) for s in snap.sites}
+    return {s.id: msgspec.to_builtins(s) for s in snap.sites if organization is None or s.organization == organization}
 
 
-def version_diff(old: ConfigVersion, new: ConfigVersion) -> dict:
+def version_diff(old: ConfigVersion, new: ConfigVersion, *, organization_id: str | None = None) -> dict:
     """Per site: added, removed, or the fields that changed with their old and new values.
 
-    Certificates' keys never appear: only site configuration is compared.
+    Certificates' keys never appear: only site configuration is compared. With
+    ``organization_id``, only that organization's sites are compared (what a tenant may see).
     """
-    a, b = _sites(old), _sites(new)
+    org = str(organization_id) if organization_id is not None else None
+    a, b = _sites(old, org), _sites(new, org)
     changed = {}
     for site_id in a.keys() & b.keys():
         fields = {k: {"old": a[site_id].get(k), "new": b[site_id].get(k)} for k in a[site_id].keys() | b[site_id].keys()
