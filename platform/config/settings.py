@@ -204,6 +204,8 @@ CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- Portico ------------------------------------------------------------------------------------
 AUDIT_RETENTION_DAYS = env_int("PORTICO_AUDIT_RETENTION_DAYS", 365)
+# Safety net for publishes that could not be enqueued (broker down): cheap when nothing is pending.
+CELERY_BEAT_SCHEDULE["fleet-publish-pending"] = {"task": "fleet.publish", "schedule": 10.0}
 CELERY_BEAT_SCHEDULE["audit-retention"] = {"task": "audit.tasks.apply_retention", "schedule": 3600.0}
 
 REST_FRAMEWORK = {

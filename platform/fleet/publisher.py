@@ -30,7 +30,12 @@ def _request_publish() -> None:
     PublishState.objects.filter(pk=1).update(requested=F("requested") + 1)
     from .tasks import publish
 
-    publish.delay()
+    try:
+        publish.apply_async(retry=True, retry_policy={"max_retries": 1, "interval_start": 0.1})
+    except Exception:
+        # The broker is down. The change is committed and counted in PublishState; the beat's
+        # periodic publish picks it up once the broker is back. Never fail the user's request.
+        log.warning("broker unavailable: publish deferred to the periodic publish")
 
 
 def publish_on_commit(reason: str = "") -> None:
