@@ -83,7 +83,7 @@ def test_tampered_and_replayed_snapshots_are_rejected(org, node_factory):
     # tampered: the body says another backend port, the signature is the original one
     env = snapshot.decode_envelope(ConfigVersion.objects.get(number=v1).envelope)
     forged = snapshot.Envelope(version=v1 + 1, sha256=env.sha256, signature=env.signature,
-                               body=env.body.replace('"version":%d' % v1, '"version":%d' % (v1 + 1)))
+                               body=env.body.replace(f'"version":{v1}', f'"version":{v1 + 1}'))
     send_to_worker("node-a", {"kind": "snapshot", "version": v1 + 1, "envelope": snapshot.encode_envelope(forged).decode()})
     rejected = wait_for(lambda: Rollout.objects.filter(version=v1 + 1, outcome="rejected").first(), what="rejection")
     assert "signature" in rejected.reason

@@ -23,20 +23,9 @@ from django.http import Http404
 from django.utils import timezone
 from tenancy import services
 from tenancy.access import Actor
-from tenancy.models import ROLE_RANK, TOKEN_ROLE, ApiToken, Invitation, Membership, Organization, Role, TokenScope, User
+from tenancy.models import ApiToken, Invitation, Membership, Organization, Role, TokenScope, User
 
-# Everyone who may call a service on cast.org (see the actor_named fixture), with the role they
-# act with there; None: a stranger. API tokens act with the role of their scope.
-EFFECTIVE_ROLE = {
-    "owner": Role.OWNER,
-    "admin": Role.ADMIN,
-    "editor": Role.EDITOR,
-    "viewer": Role.VIEWER,
-    "outsider": None,
-    "read_token": TOKEN_ROLE[TokenScope.READ],
-    "write_token": TOKEN_ROLE[TokenScope.WRITE],
-}
-ACTORS = list(EFFECTIVE_ROLE)
+from .actors import permitted, too_low
 
 
 @pytest.fixture
@@ -132,13 +121,8 @@ CASES = [
 ]
 
 
-def _allowed(who: str, case: Case) -> bool:
-    role = EFFECTIVE_ROLE[who]
-    return role is not None and ROLE_RANK[role] >= ROLE_RANK[case.needs]
-
-
-PERMITTED = [(c, w) for c in CASES for w in ACTORS if _allowed(w, c)]
-TOO_LOW = [(c, w) for c in CASES for w in ACTORS if EFFECTIVE_ROLE[w] is not None and not _allowed(w, c)]
+PERMITTED = permitted(CASES)
+TOO_LOW = too_low(CASES)
 
 
 # --- who may do what --------------------------------------------------------------------------

@@ -2,13 +2,13 @@
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
-
 from edge import services as edge
 from edge.models import Hostname
-from fleet.publisher import publish
 from tenancy import services as tenancy
 from tenancy.access import Actor
 from tenancy.models import User
+
+from fleet.publisher import publish
 
 EMAIL = "demo@portico.localhost"
 PASSWORD = "portico-demo-password"
