@@ -172,8 +172,9 @@ class Agent(ConsumerMixin):
             status = read_status(self.snapshot_path)
             if status.get("version") == version:
                 return True, ""
-            if status.get("rejected_version") == version:
-                return False, status.get("error") or "rejected by the proxy"
+            rejected = status.get("rejected") or {}
+            if rejected.get("version") == version:
+                return False, rejected.get("reason") or "rejected by the proxy"
             time.sleep(0.01)
         return False, f"the proxy did not load v{version} within {APPLY_TIMEOUT:.0f} s"
 
