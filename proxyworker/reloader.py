@@ -75,7 +75,9 @@ class SnapshotWatcher:
             snapshot = snap.load_file(self.path, self.live.fleet_key)
             tables = compile_snapshot(snapshot, self.live.tables, self.live.fleet_key)
         except (snap.SnapshotError, OSError, ValueError) as exc:
-            self._reject(str(exc))
+            # A warning, not an error: mitmproxy's start-up check exits on any error logged, and a
+            # worker without a good snapshot must still come up (serving nothing) and keep polling.
+            self._reject(str(exc), level=logging.WARNING)
             return False
         self._apply(tables)
         return True
@@ -115,8 +117,14 @@ class SnapshotWatcher:
         logger.info("serving snapshot version %s (%d sites)", tables.version, len(tables.sites))
         self._report("applied")
 
-    def _reject(self, reason: str) -> None:
-        logger.error("snapshot %s rejected, still serving version %s: %s", self.path, self.live.tables.version, reason)
+    def _reject(self, reason: str, level: int = logging.ERROR) -> None:
+        logger.log(
+            level,
+            "snapshot %s rejected, still serving version %s: %s",
+            self.path,
+            self.live.tables.version,
+            reason,
+        )
         self.rejection = {"reason": reason, "version": _peek_version(self.path), "at": time.time()}
         self._report("rejected")
 

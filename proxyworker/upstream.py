@@ -13,7 +13,7 @@ import ssl
 
 import h11
 from cryptography import x509
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
 from proxyworker.balancer import BackendState
 
@@ -54,7 +54,7 @@ def make_upstream_tls(*, verify: bool, ca_pem: str | None) -> SSL.Context:
             store = ctx.get_cert_store()
             assert store is not None
             for cert in x509.load_pem_x509_certificates(ca_pem.encode()):
-                store.add_cert(cert)
+                store.add_cert(crypto.X509.from_cryptography(cert))
         else:
             ctx.set_default_verify_paths()
     else:
