@@ -95,6 +95,10 @@ INSTALLED_APPS = [
     "traffic",
     "api",
     "frontend",
+    # after frontend, so the dashboard's templates override allauth's
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
 ]
 
 MIDDLEWARE = [
@@ -107,6 +111,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "audit.middleware.RequestContextMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -179,6 +186,62 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = env_bool("PORTICO_HSTS_PRELOAD", False)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
+# --- accounts (django-allauth): email sign-in, verified addresses, TOTP with recovery codes ------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "frontend:home"
+ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_CONFIRM_EMAIL_ON_GET = False
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if PRODUCTION else "http"
+# Login throttling: allauth's defaults, written out so they are visible and tunable.
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": env_str("PORTICO_LOGIN_FAILED_RATE", "10/m/ip,5/5m/key"),
+    "login": "30/m/ip",
+    "signup": "20/m/ip",
+    "reset_password": "20/m/ip,5/m/key",
+    "confirm_email": "1/3m/key",
+}
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "Portico"
+
+# --- email: files under var/mail by default (the quick start and tests read them), SMTP when set -
+DEFAULT_FROM_EMAIL = env_str("PORTICO_EMAIL_FROM", "Portico <portico@localhost>")
+EMAIL_HOST = env_str("PORTICO_SMTP_HOST")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = env_int("PORTICO_SMTP_PORT", 587)
+    EMAIL_HOST_USER = env_str("PORTICO_SMTP_USER")
+    EMAIL_HOST_PASSWORD = env_secret("PORTICO_SMTP_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("PORTICO_SMTP_STARTTLS", True)
+    EMAIL_USE_SSL = env_bool("PORTICO_SMTP_SSL", False)
+else:
+    EMAIL_BACKEND = env_str("PORTICO_EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+    EMAIL_FILE_PATH = Path(env_str("PORTICO_MAIL_DIR", str(VAR_DIR / "mail")))
+
+# --- Content-Security-Policy (Django's own): no inline script or style, nothing from elsewhere --
+from django.utils.csp import CSP  # noqa: E402
+
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],  # the TOTP QR code is a data: URI
+    "connect-src": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "object-src": [CSP.NONE],
+}
 
 # --- Celery -------------------------------------------------------------------------------------
 BROKER_DIR = VAR_DIR / "broker"
