@@ -22,6 +22,10 @@ class Command(BaseCommand):
         if user is None:
             # The demo account is also platform staff, so the admin works out of the box.
             user = User.objects.create_superuser(email=EMAIL, password=PASSWORD)
+        # Sign-in needs a verified address (allauth); the demo account's is verified up front.
+        from allauth.account.models import EmailAddress
+
+        EmailAddress.objects.update_or_create(user=user, email=EMAIL, defaults={"verified": True, "primary": True})
         actor = Actor.for_user(user, user_agent="quickstart")
         org = user.memberships.first().organization if user.memberships.exists() else None
         if org is None:
