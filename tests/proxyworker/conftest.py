@@ -402,15 +402,17 @@ class Reply:
 
 def get(worker: Worker, host: str, path: str = "/", *, method: str = "GET", headers: dict | None = None,
         body: bytes | None = None, tls: ssl.SSLContext | None = None, port: int | None = None,
-        timeout: float = 10) -> Reply:
+        timeout: float = 10, source: str | None = None) -> Reply:
     """One request through the worker on a fresh connection (plain HTTP, or TLS with SNI=host)."""
     if tls is not None:
         # SNI and certificate checks use the site's name; the TCP connection goes to 127.0.0.1.
         conn = http.client.HTTPConnection("127.0.0.1", port or worker.https_port, timeout=timeout)
-        sock = socket.create_connection(("127.0.0.1", port or worker.https_port), timeout=timeout)
+        sock = socket.create_connection(("127.0.0.1", port or worker.https_port), timeout=timeout,
+                                        source_address=(source, 0) if source else None)
         conn.sock = tls.wrap_socket(sock, server_hostname=host)
     else:
-        conn = http.client.HTTPConnection("127.0.0.1", port or worker.http_port, timeout=timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", port or worker.http_port, timeout=timeout,
+                                          source_address=(source, 0) if source else None)
     try:
         conn.request(method, path, body=body, headers={"Host": host, **(headers or {})})
         return Reply(conn.getresponse())
