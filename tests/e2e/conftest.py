@@ -4,12 +4,9 @@ plane, and worker nodes (proxy processes + agent) on 127.0.0.1, all on free port
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,78 +15,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-ROOT = Path(__file__).resolve().parents[2]
-PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def spawn(args: list[str], *, env: dict, log: Path, cwd: Path = ROOT) -> subprocess.Popen:
-    fh = open(log, "ab")
-    # own process group: a test can kill a whole worker node (proxy children included)
-    return subprocess.Popen(args, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, so a test may stop the broker without hurting others."""
-
-    def __init__(self, folder: Path):
-        self.port = free_port()
-        self.folder = folder
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = spawn(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
-            env=os.environ.copy(),
-            log=self.folder / "redis.log",
-        )
-        wait_for(self._ping, what="redis to start")
-
-    def _ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-            self.proc = None
+from .processes import PY, ROOT, PrivateRedis, free_port, spawn, stop, wait_for  # noqa: F401
 
 
 @pytest.fixture
@@ -162,6 +88,9 @@ class Node:
     folder: Path
     env: dict
     agent_args: list[str]
+    proxy_args: list[str] | None = None
+    http_port: int = 0
+    https_port: int = 0
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -174,6 +103,34 @@ class Node:
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:
         if "agent" in self.procs:
             stop(self.procs.pop("agent"), sig)
+
+    def start_proxy(self) -> None:
+        assert self.proxy_args is not None
+        self.procs["proxy"] = spawn(self.proxy_args, env=self.env, log=self.folder / "proxy.log")
+        wait_for(self._listening, timeout=20, what=f"proxy of {self.name} to listen")
+
+    def stop_proxy(self, sig: int = signal.SIGTERM) -> None:
+        if "proxy" in self.procs:
+            stop(self.procs.pop("proxy"), sig)
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def get(self, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]:
+        """A plain GET through this node's proxy."""
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
+        try:
+            conn.request("GET", path, headers={"Host": host})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
 
     def served_version(self) -> int:
         from proxyworker import snapshot
@@ -196,15 +153,23 @@ class Node:
 def node_factory(platform_env, control_celery, tmp_path) -> Iterator[Callable[..., Node]]:
     nodes: list[Node] = []
 
-    def make(name: str, *, fleet_key: str | None = None) -> Node:
+    def make(name: str, *, fleet_key: str | None = None, proxy: bool = False) -> Node:
         folder = tmp_path / name
         folder.mkdir()
         env = dict(platform_env)
         if fleet_key is not None:
             env["PORTICO_FLEET_KEY"] = fleet_key
-        args = [PY, "-m", "proxyworker.agent", "--snapshot", str(folder / "snapshot.json"), "--name", name,
-                "--broker", platform_env["CELERY_BROKER_URL"], "--no-proxy"]
+        snap = str(folder / "snapshot.json")
+        args = [PY, "-m", "proxyworker.agent", "--snapshot", snap, "--name", name, "--broker", platform_env["CELERY_BROKER_URL"]]
+        if not proxy:
+            args.append("--no-proxy")
         node = Node(name=name, folder=folder, env=env, agent_args=args)
+        if proxy:
+            node.http_port, node.https_port = free_port(), free_port()
+            node.proxy_args = [PY, "-m", "proxyworker", "--snapshot", snap, "--http-port", str(node.http_port),
+                               "--https-port", str(node.https_port), "--processes", "1", "--listen-host", "127.0.0.1",
+                               "--log-level", "info"]
+            node.start_proxy()
         node.start_agent()
         nodes.append(node)
         return node
