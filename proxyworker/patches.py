@@ -14,6 +14,12 @@ small, visible, and checked by the tests that exercise the behaviour:
    platform answers with its own page and no Server header.
 4. Header size: mitmproxy buffers request headers without a limit (its own FIXME). An incomplete
    HTTP/1 request head larger than the limit is answered 431 and the connection closed.
+5. Retry after a lost upstream: when a backend drops the connection (or is cut off after the
+   upstream timeout) before answering, mitmproxy sends its error page right after the ``error``
+   hook. For a request whose body was fully received, the wrapper lets the ``error`` hook supply a
+   replacement response (``flow.metadata["portico.replacement"]``: the balancer's retry on another
+   backend, or a 504); the replacement then goes through ``responseheaders``/``response`` like any
+   answer. Without one, the original error handling runs unchanged.
 """
 
 from __future__ import annotations
@@ -23,11 +29,15 @@ import contextvars
 import functools
 import types
 
+from mitmproxy import flow as mflow
 from mitmproxy import version
 from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events, mode_servers
 from mitmproxy.proxy import server as proxy_server
+from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.proxy.layers.http import _http1, _http2
+from mitmproxy.proxy.layers.http._events import ResponseProtocolError
+from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpResponseHeadersHook
 
 from proxyworker import pages
 
@@ -80,6 +90,42 @@ def _read_headers_limited(self, event):
         self.state = self.done
 
 
+_original_handle_protocol_error = http_layer.HttpStream.handle_protocol_error
+
+
+def _handle_protocol_error(self, event):
+    f = getattr(self, "flow", None)
+    if not (
+        isinstance(event, ResponseProtocolError)
+        and f is not None
+        and f.response is None
+        and f.error is None
+        and "portico.backend" in f.metadata
+        and self.client_state == self.state_done  # the whole request is in hand
+        and self.server_state == self.state_wait_for_response_headers
+    ):
+        yield from _original_handle_protocol_error(self, event)
+        return
+    f.error = mflow.Error(event.message)
+    f.metadata["portico.can_replace"] = True
+    yield HttpErrorHook(f)
+    replacement = f.metadata.pop("portico.replacement", None)
+    if replacement is not None:
+        f.error = None
+        f.response = replacement
+        yield HttpResponseHeadersHook(f)
+        yield from self.send_response()
+        return
+    # What mitmproxy does after its error hook (handle_protocol_error, mitmproxy 12.3).
+    if (yield from self.check_killed(False)):
+        return
+    if self.client_state != self.state_errored:
+        yield http_layer.SendHttp(event, self.context.client)
+    self.server_state = self.state_errored
+    f.live = False
+    yield http_layer.DropStream(self.stream_id)
+
+
 def apply(*, reuse_port: bool, max_header_bytes: int) -> None:
     global _applied, MAX_HEADER_BYTES
     MAX_HEADER_BYTES = max_header_bytes
@@ -95,3 +141,4 @@ def apply(*, reuse_port: bool, max_header_bytes: int) -> None:
     _http2.format_error = _format_error
     version.MITMPROXY = "Portico"
     _http1.Http1Server.read_headers = _read_headers_limited
+    http_layer.HttpStream.handle_protocol_error = _handle_protocol_error

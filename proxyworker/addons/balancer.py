@@ -7,8 +7,10 @@
   The open stream is handed to mitmproxy through ``patches.PRECONNECTED``.
 - ``responseheaders``: latency (EWMA) and passive accounting: 5xx counts as a failure.
 - ``response`` (async): an idempotent request answered 502/503 is retried once on another backend.
-- upstream timeout: a request without response headers after ``upstream_timeout`` counts as a
-  failure; an idempotent one is retried on another backend (plain-HTTP backends), others get 504.
+- ``error`` (async): the backend dropped the connection before answering (crash, reset, or cut
+  off by the upstream timeout): it counts as a failure, and an idempotent request is retried once on
+  another backend; the answer replaces mitmproxy's error page (see ``patches``). A timed-out request
+  that cannot be retried gets the platform's 504.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import logging
 import time
 
 from mitmproxy import connection, ctx, http
-from mitmproxy.net.http import http1
-from mitmproxy.proxy import events
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from proxyworker import pages, patches
@@ -142,16 +142,14 @@ class Balancer:
             return
         if self.upstream_timeout > 0:
             loop = asyncio.get_running_loop()
-            self._timers[flow.id] = loop.call_later(
-                self.upstream_timeout, lambda: asyncio.ensure_future(self._upstream_timed_out(flow))
-            )
+            self._timers[flow.id] = loop.call_later(self.upstream_timeout, self._upstream_timed_out, flow)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         timer = self._timers.pop(flow.id, None)
         if timer is not None:
             timer.cancel()
         backend = self._served_by(flow)
-        if backend is None or flow.metadata.get("portico.local") or flow.metadata.get("portico.timed_out"):
+        if backend is None or flow.metadata.get("portico.local") or "portico.retried_on" in flow.metadata:
             return
         resp = flow.response
         assert resp is not None
@@ -191,11 +189,23 @@ class Balancer:
                 )
         self._release(flow)
 
-    def error(self, flow: http.HTTPFlow) -> None:
+    async def error(self, flow: http.HTTPFlow) -> None:
         backend = self._served_by(flow)
-        if backend is not None and flow.response is None and not flow.metadata.get("portico.timed_out"):
+        if backend is not None and flow.response is None:
             pool: Pool = flow.metadata["portico.pool"]
-            backend.record_failure(time.monotonic(), pool.passive)
+            timed_out = flow.metadata.get("portico.timed_out", False)
+            if not timed_out:  # a timeout was counted when it fired
+                backend.record_failure(time.monotonic(), pool.passive)
+            if flow.metadata.get("portico.can_replace"):
+                replacement = None
+                if flow.request.method in IDEMPOTENT and not flow.request.stream and not flow.metadata.get("portico.retried"):
+                    replacement = await self._retry(flow, exclude=backend)
+                if replacement is None and timed_out:
+                    replacement = pages.error_response(504)
+                    flow.metadata["portico.local"] = True
+                if replacement is not None:
+                    flow.metadata["portico.replacement"] = replacement
+                    return  # the response hook releases the backend
         self._release(flow)
 
     def _served_by(self, flow: http.HTTPFlow) -> BackendState | None:
@@ -239,7 +249,7 @@ class Balancer:
         kept = [(k, v) for k, v in resp_headers if k.lower() not in _HOP_BY_HOP and k.lower() != b"content-length"]
         return http.Response.make(status, body, kept)
 
-    async def _upstream_timed_out(self, flow: http.HTTPFlow) -> None:
+    def _upstream_timed_out(self, flow: http.HTTPFlow) -> None:
         self._timers.pop(flow.id, None)
         if flow.response is not None or flow.error is not None or not flow.live:
             return
@@ -247,25 +257,12 @@ class Balancer:
         server = flow.server_conn
         if backend is None or server is None:
             return
-        pool: Pool = flow.metadata["portico.pool"]
-        backend.record_failure(time.monotonic(), pool.passive)
+        backend.record_failure(time.monotonic(), flow.metadata["portico.pool"].passive)
         flow.metadata["portico.timed_out"] = True
         handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
-        if handler is None or server not in handler.transports:
-            return
-        reply: http.Response | None = None
-        if flow.request.method in IDEMPOTENT and not flow.request.stream:
-            reply = await self._retry(flow, exclude=backend)
-        if reply is None:
-            reply = pages.error_response(504)
-        if flow.response is not None or server not in handler.transports:
-            return  # the slow backend answered while we were retrying
-        if not server.tls:
-            # Deliver the answer as if the slow backend had sent it, then drop that connection:
-            # mitmproxy's HTTP layer finishes the exchange normally (hooks included).
-            reply.headers["connection"] = "close"
-            await handler.server_event(events.DataReceived(server, http1.assemble_response(reply)))
-        handler.close_connection(server)
+        if handler is not None and server in handler.transports:
+            # Cutting the connection turns the wait into the error path: retry or 504 (see error()).
+            handler.close_connection(server)
 
 
 def _scheme(server: connection.Server) -> str:
