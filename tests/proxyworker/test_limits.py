@@ -1,0 +1,80 @@
+"""Limits against abuse: body size (413), header size (431), slow headers, connections per IP."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from tests.proxyworker.conftest import get, site, snapshot
+
+
+def test_body_over_the_site_limit_is_413(backend_factory, worker_factory):
+    a = backend_factory()
+    w = worker_factory(snapshot(site("small.test", [a], max_body_bytes=1000), site("big.test", [a])))
+    assert get(w, "small.test", method="POST", body=b"x" * 1000).status == 200
+    assert get(w, "small.test", method="POST", body=b"x" * 1001).status == 413
+    assert get(w, "big.test", method="POST", body=b"x" * 5000).status == 200
+    # chunked, no Content-Length
+    with socket.create_connection(("127.0.0.1", w.http_port)) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: small.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"7d0\r\n" + b"y" * 2000 + b"\r\n0\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 413")
+    assert a.hits == 2
+
+
+def test_oversized_headers_are_431(backend_factory, worker_factory):
+    a = backend_factory()
+    w = worker_factory(snapshot(site("hdr.test", [a])), max_header_bytes=4096)
+    assert get(w, "hdr.test", headers={"X-Big": "a" * 3000}).status == 200
+    assert get(w, "hdr.test", headers={"X-Big": "a" * 5000}).status == 431
+    # a head that never ends is cut off at the limit instead of being buffered forever
+    with socket.create_connection(("127.0.0.1", w.http_port)) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: hdr.test\r\n")
+        for _ in range(10):
+            s.sendall(b"X-Filler: " + b"b" * 1000 + b"\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 431")
+    assert a.hits == 1
+
+
+def test_slow_headers_are_cut_off(backend_factory, worker_factory):
+    a = backend_factory()
+    w = worker_factory(snapshot(site("slow.test", [a])), header_timeout=1.0)
+    with socket.create_connection(("127.0.0.1", w.http_port)) as s:
+        s.settimeout(5)
+        started = time.monotonic()
+        s.sendall(b"GET / HTTP/1.1\r\n")
+        try:
+            for _ in range(20):  # slowloris: a byte every 0.2 s keeps the connection "active"
+                s.sendall(b"X")
+                time.sleep(0.2)
+        except OSError:
+            pass
+        try:
+            data = s.recv(1024)
+        except OSError:
+            data = b""
+        assert data == b""  # closed without an answer
+        assert time.monotonic() - started < 3.5
+    assert a.hits == 0
+
+
+def test_connections_per_client_ip_are_limited(backend_factory, worker_factory):
+    a = backend_factory()
+    w = worker_factory(snapshot(site("conn.test", [a])), max_conns_per_ip=3)
+    time.sleep(0.3)  # the start-up probe connections are gone
+    held = [socket.create_connection(("127.0.0.1", w.http_port)) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", w.http_port)) as extra:
+            extra.settimeout(3)
+            extra.sendall(b"GET / HTTP/1.1\r\nHost: conn.test\r\n\r\n")
+            try:
+                assert extra.recv(1024) == b""
+            except ConnectionResetError:
+                pass
+        assert get(w, "conn.test", source="127.0.0.9").status == 200  # another address is not affected
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.2)
+    assert get(w, "conn.test").status == 200
