@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc assets, served locally (no CDN)
     "tenancy",
     "audit",
     "edge",
@@ -216,17 +217,28 @@ MFA_TOTP_ISSUER = "Portico"
 
 # --- email: files under var/mail by default (the quick start and tests read them), SMTP when set -
 DEFAULT_FROM_EMAIL = env_str("PORTICO_EMAIL_FROM", "Portico <portico@localhost>")
-EMAIL_HOST = env_str("PORTICO_SMTP_HOST")
-if EMAIL_HOST:
-    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    EMAIL_PORT = env_int("PORTICO_SMTP_PORT", 587)
-    EMAIL_HOST_USER = env_str("PORTICO_SMTP_USER")
-    EMAIL_HOST_PASSWORD = env_secret("PORTICO_SMTP_PASSWORD", "")
-    EMAIL_USE_TLS = env_bool("PORTICO_SMTP_STARTTLS", True)
-    EMAIL_USE_SSL = env_bool("PORTICO_SMTP_SSL", False)
+if env_str("PORTICO_SMTP_HOST"):
+    MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {
+                "host": env_str("PORTICO_SMTP_HOST"),
+                "port": env_int("PORTICO_SMTP_PORT", 587),
+                "username": env_str("PORTICO_SMTP_USER") or None,
+                "password": env_secret("PORTICO_SMTP_PASSWORD", "") or None,
+                "use_tls": env_bool("PORTICO_SMTP_STARTTLS", True),
+                "use_ssl": env_bool("PORTICO_SMTP_SSL", False),
+                "timeout": 20,
+            },
+        }
+    }
 else:
-    EMAIL_BACKEND = env_str("PORTICO_EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
-    EMAIL_FILE_PATH = Path(env_str("PORTICO_MAIL_DIR", str(VAR_DIR / "mail")))
+    MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "OPTIONS": {"file_path": env_str("PORTICO_MAIL_DIR", str(VAR_DIR / "mail"))},
+        }
+    }
 
 # --- Content-Security-Policy (Django's own): no inline script or style, nothing from elsewhere --
 from django.utils.csp import CSP  # noqa: E402
@@ -271,13 +283,70 @@ AUDIT_RETENTION_DAYS = env_int("PORTICO_AUDIT_RETENTION_DAYS", 365)
 CELERY_BEAT_SCHEDULE["fleet-publish-pending"] = {"task": "fleet.publish", "schedule": 10.0}
 CELERY_BEAT_SCHEDULE["audit-retention"] = {"task": "audit.tasks.apply_retention", "schedule": 3600.0}
 
+# --- Certificates -------------------------------------------------------------------------------
+# ACME directory: "letsencrypt", "letsencrypt-staging", or any directory URL (pebble in tests).
+# Production defaults to Let's Encrypt. Elsewhere ACME is off unless set (a laptop cannot pass
+# HTTP-01 anyway); internal names and internal-CA sites get certificates either way.
+ACME_DIRECTORY = env_str("PORTICO_ACME_DIRECTORY", "letsencrypt" if PRODUCTION else "")
+ACME_CA_BUNDLE = env_str("PORTICO_ACME_CA_BUNDLE", "")  # CA file that verifies the ACME server (pebble's)
+ACME_EMAIL = env_str("PORTICO_ACME_EMAIL", "")  # the CA's expiry and policy mails go here
+ACME_ACCOUNT_PER_ORG = env_bool("PORTICO_ACME_ACCOUNT_PER_ORG", False)  # default: one account for the platform
+ACME_ROLLOUT_TIMEOUT = env_int("PORTICO_ACME_ROLLOUT_TIMEOUT", 30)  # seconds for tokens to reach every online worker
+CELERY_BEAT_SCHEDULE["certs-renew"] = {"task": "certs.renew_due", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["certs-sweep"] = {"task": "certs.sweep", "schedule": 30.0}
+
+# --- REST API -----------------------------------------------------------------------------------
+# Requests per API token (or signed-in person, or client address when anonymous): "600/min",
+# "20/s", "10000/hour". Counted in the default cache: set PORTICO_CACHE_URL when several web
+# processes serve the API.
+PORTICO_API_RATE = env_str("PORTICO_API_RATE", "600/min")
+if env_str("PORTICO_CACHE_URL"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env_str("PORTICO_CACHE_URL")}}
+CELERY_BEAT_SCHEDULE["api-idempotency-keys"] = {"task": "api.expire_idempotency_keys", "schedule": 3600.0}
+
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "api.schema.PorticoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.CredentialRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "api.exceptions.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Portico API",
-    "DESCRIPTION": "Automate sites, backends, certificates and policies on a Portico platform.",
+    "DESCRIPTION": "Automate sites, backends, certificates and policies on a Portico platform. "
+    "Authenticate with an organization's API token (`Authorization: Bearer pt_...`) or a dashboard session.",
     "VERSION": "1",
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "SiteStateEnum": "edge.models.Site.State",
+        "BackendStateEnum": "edge.models.Backend.State",
+        "PolicyKindEnum": "edge.models.Policy.Kind",
+        "PurgeKindEnum": "edge.models.Purge.Kind",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.add_components",
+    ],
 }
 
 LOGGING = {

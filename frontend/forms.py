@@ -1,0 +1,136 @@
+"""Forms only parse what people type into Python values; the services decide what is valid."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from django import forms
+from django.forms.models import fields_for_model
+from django.utils import timezone
+from edge.models import Backend, Policy, Site
+from tenancy.models import Role, TokenScope
+
+
+def _form(name: str, model, fields: list[str], base=forms.Form) -> type[forms.Form]:
+    return type(name, (base,), dict(fields_for_model(model, fields=fields)))
+
+
+class OrganizationForm(forms.Form):
+    name = forms.CharField(max_length=100)
+
+
+class SiteCreateForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    hostnames = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), help_text="One per line (or separated by commas), e.g. www.example.com"
+    )
+    tls_mode = forms.ChoiceField(choices=Site.TlsMode.choices, initial=Site.TlsMode.ACME, label="Certificates")
+    address = forms.CharField(max_length=253, label="Backend address", help_text="Host name or IP address of your origin")
+    port = forms.IntegerField(initial=80, min_value=1, max_value=65535, label="Backend port")
+    scheme = forms.ChoiceField(choices=[("http", "http"), ("https", "https")], label="Backend scheme")
+
+    def hostname_list(self) -> list[str]:
+        raw = self.cleaned_data["hostnames"].replace(",", "\n")
+        return [h.strip() for h in raw.splitlines() if h.strip()]
+
+
+# Site settings, one form per section of the site page.
+SITE_SECTIONS: dict[str, tuple[str, list[str]]] = {
+    "balancing": ("Load balancing", ["balancing", "sticky_cookie", "max_body_bytes"]),
+    "health": ("Health checks", ["hc_enabled", "hc_path", "hc_interval", "hc_timeout", "hc_expected_status", "hc_rise", "hc_fall"]),
+    "tls": ("TLS", ["tls_mode", "tls_min_version", "force_https", "hsts_max_age", "hsts_include_subdomains", "hsts_preload"]),
+}
+SITE_SECTION_FORMS = {key: _form(f"{key.title()}Form", Site, fields) for key, (_, fields) in SITE_SECTIONS.items()}
+
+HostnameForm = type("HostnameForm", (forms.Form,), {"name": forms.CharField(max_length=253, label="Hostname")})
+BackendForm = _form("BackendForm", Backend, ["pool", "address", "port", "scheme", "weight", "tls_verify", "sni"])
+
+
+class BackendWeightForm(forms.Form):
+    weight = forms.IntegerField(min_value=0)
+
+
+class BackendStateForm(forms.Form):
+    state = forms.ChoiceField(choices=Backend.State.choices)
+
+
+class RouteForm(forms.Form):
+    path_prefix = forms.CharField(max_length=200, initial="/")
+    pool = forms.CharField(max_length=50, initial="default")
+    strip_prefix = forms.BooleanField(required=False)
+
+
+# What a new policy of each kind starts from: a working example people edit.
+POLICY_EXAMPLES = {
+    Policy.Kind.CACHE: {"default_ttl": 60, "max_ttl": 86400, "bypass_paths": ["/admin"]},
+    Policy.Kind.COMPRESSION: {"encodings": ["zstd", "br", "gzip"], "min_bytes": 1024},
+    Policy.Kind.RATE_LIMIT: {"requests": 10, "per_seconds": 1, "burst": 20, "key": "ip", "path_prefix": "/"},
+    Policy.Kind.IP_RULES: {"allow": [], "deny": ["203.0.113.0/24"]},
+    Policy.Kind.WAF: {"rules": [{"id": "no-env", "conditions": [{"field": "path", "op": "contains", "value": ".env"}]}]},
+    Policy.Kind.HEADERS: [{"direction": "response", "op": "set", "name": "X-Frame-Options", "value": "DENY"}],
+    Policy.Kind.BASIC_AUTH: {"users": {"admin": "change me"}, "realm": "Restricted", "path_prefix": "/"},
+}
+
+
+class PolicyForm(forms.Form):
+    kind = forms.ChoiceField(choices=Policy.Kind.choices)
+    name = forms.CharField(max_length=100)
+    enabled = forms.BooleanField(required=False, initial=True)
+    settings = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
+        help_text="JSON. Basic-auth passwords are stored hashed.",
+    )
+
+    def clean_settings(self):
+        try:
+            return json.loads(self.cleaned_data["settings"])
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+
+
+class PolicyEditForm(PolicyForm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        del self.fields["kind"]
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    scope = forms.ChoiceField(choices=TokenScope.choices)
+    expires_on = forms.DateField(
+        required=False, label="Expires on", widget=forms.DateInput(attrs={"type": "date"}), help_text="Empty: never expires"
+    )
+
+    def expires_at(self) -> dt.datetime | None:
+        day = self.cleaned_data.get("expires_on")
+        if day is None:
+            return None
+        return dt.datetime.combine(day, dt.time.max.replace(microsecond=0), tzinfo=timezone.get_current_timezone())
+
+
+class InvitationForm(forms.Form):
+    email = forms.EmailField()
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class CertificateUploadForm(forms.Form):
+    chain_pem = forms.CharField(
+        label="Certificate chain (PEM)", widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false"}),
+        help_text="The certificate first, then its intermediates.",
+    )
+    key_pem = forms.CharField(label="Private key (PEM)", widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false"}))
+
+
+class AuditFilterForm(forms.Form):
+    actor = forms.CharField(required=False)
+    action = forms.CharField(
+        required=False, widget=forms.TextInput(attrs={"list": "audit-actions"}), help_text="e.g. site. for all site events"
+    )
+    target = forms.CharField(required=False)
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
