@@ -55,7 +55,9 @@ def record(
         target_id=str(getattr(target, "pk", "") or "") if target is not None else "",
         target_repr=str(target)[:300] if target is not None else "",
         changes=redact(changes) if changes is not None else diff(before, after),
-        ip=actor.ip or None,
+        # The spelling the database stores (IPv6 lower-cased and compressed), so that the hash
+        # computed now matches the one verify_chain computes from the row later.
+        ip=AuditEvent._meta.get_field("ip").get_prep_value(actor.ip) or None,
         user_agent=actor.user_agent[:300],
         request_id=actor.request_id[:64],
         prev_hash=head.audit_head_hash,

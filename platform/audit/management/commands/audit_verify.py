@@ -14,6 +14,9 @@ class Command(BaseCommand):
         orgs = Organization.objects.all()
         if org:
             orgs = orgs.filter(slug=org)
+            if not orgs.exists():
+                # A mistyped slug in a cron job must not pass as "nothing wrong".
+                raise CommandError(f"No organization with the slug {org!r}.")
         broken = 0
         for organization in orgs:
             problems = verify_chain(organization)
