@@ -24,6 +24,8 @@ from tenancy.models import ROLE_RANK, Organization, Role
 class OrgView(LoginRequiredMixin, View):
     # The role a POST needs. Services check again; this refuses before any input is parsed.
     write_role: str = Role.EDITOR
+    # Pages that are only a write form (create, confirm delete): reading them needs write_role too.
+    form_only: bool = False
 
     org: Organization
     actor: Actor
@@ -38,7 +40,8 @@ class OrgView(LoginRequiredMixin, View):
         if self.org is None:
             raise Http404("No such organization.")
         self.role = require(self.actor, self.org)  # Http404 for strangers
-        if request.method not in ("GET", "HEAD", "OPTIONS") and not self.has_role(self.write_role):
+        writes = self.form_only or request.method not in ("GET", "HEAD", "OPTIONS")
+        if writes and not self.has_role(self.write_role):
             raise PermissionDenied(f"This needs the {self.write_role} role; you have {self.role}.")
         request.session["portico_org"] = self.org.slug
         return super().dispatch(request, *args, **kwargs)

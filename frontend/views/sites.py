@@ -41,6 +41,8 @@ class SiteListView(OrgView):
 
 
 class SiteCreateView(OrgView):
+    form_only = True
+
     def get(self, request):
         return self.page("frontend/sites/create.html", form=SiteCreateForm())
 
@@ -165,6 +167,8 @@ class SiteStateView(SiteMixin):
 
 
 class SiteDeleteView(SiteMixin):
+    form_only = True
+
     def get(self, request):
         return self.page("frontend/sites/delete.html", site=self.site, error="")
 
