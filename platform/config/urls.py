@@ -6,6 +6,7 @@ from .health import healthz
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("api/", include("api.urls")),
     path("accounts/", include("allauth.urls")),
     path("", include("frontend.urls")),
 ]

@@ -1,0 +1,57 @@
+"""``/api/v1/``: everything under the organization it belongs to.
+
+    /api/v1/orgs/                                   organizations you belong to
+    /api/v1/orgs/{org_slug}/{members,invitations,tokens,sites,policies,certificates,audit-events,purges}/
+    /api/v1/orgs/{org_slug}/sites/{site_pk}/{hostnames,routes,backends}/
+    /api/v1/orgs/{org_slug}/fleet/{workers,versions}/
+    /api/schema/  the OpenAPI 3 schema;  /api/docs/  Swagger UI;  /api/redoc/  ReDoc
+"""
+
+from __future__ import annotations
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from .endpoints.audit_events import AuditEventViewSet
+from .endpoints.fleet import ConfigVersionViewSet, WorkerViewSet
+from .endpoints.organizations import ApiTokenViewSet, InvitationViewSet, MemberViewSet, OrganizationViewSet
+from .endpoints.policies import PolicyViewSet
+from .endpoints.purges import PurgeViewSet
+from .endpoints.sites import BackendViewSet, HostnameViewSet, RouteViewSet, SiteViewSet
+
+app_name = "api"
+
+
+def _router() -> SimpleRouter:
+    # Path converters (uuid, int, slug) instead of regexes: the schema gets typed path parameters.
+    return SimpleRouter(use_regex_path=False)
+
+
+platform = _router()
+platform.register("orgs", OrganizationViewSet, basename="organization")
+
+org = _router()
+org.register("members", MemberViewSet, basename="member")
+org.register("invitations", InvitationViewSet, basename="invitation")
+org.register("tokens", ApiTokenViewSet, basename="token")
+org.register("sites", SiteViewSet, basename="site")
+org.register("policies", PolicyViewSet, basename="policy")
+org.register("audit-events", AuditEventViewSet, basename="audit-event")
+org.register("purges", PurgeViewSet, basename="purge")
+org.register("fleet/workers", WorkerViewSet, basename="worker")
+org.register("fleet/versions", ConfigVersionViewSet, basename="config-version")
+
+site = _router()
+site.register("hostnames", HostnameViewSet, basename="hostname")
+site.register("routes", RouteViewSet, basename="route")
+site.register("backends", BackendViewSet, basename="backend")
+
+urlpatterns = [
+    path("v1/", include(platform.urls)),
+    path("v1/orgs/<slug:org_slug>/", include(org.urls)),
+    path("v1/orgs/<slug:org_slug>/sites/<uuid:site_pk>/", include(site.urls)),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+]
