@@ -1,5 +1,5 @@
 """Limits against abuse: connections per client IP, header-read and idle deadlines, header and
-body sizes.
+body sizes, and malformed requests (folded or NUL-bearing headers, non-token methods) refused.
 
 mitmproxy itself never times out a half-sent request (its inactivity watchdog is reset by every
 trickled byte), so each connection carries a deadline: the next request's headers must be complete
@@ -9,11 +9,16 @@ within ``header_timeout`` of connecting, and within ``idle_timeout`` of the prev
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import defaultdict
 
 from mitmproxy import connection, ctx, http
 
 from proxyworker import pages
+
+# RFC 9110 §5.6.2: methods and header names are tokens.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_BYTES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class Limits:
@@ -80,9 +85,16 @@ class Limits:
         if flow.response or flow.error:
             return
         req = flow.request
+        if not _TOKEN.fullmatch(req.method):
+            return self._refuse(flow, "The request method is not valid.")
         size = len(req.method) + len(req.path) + 12
         for name, value in req.headers.fields:
             size += len(name) + len(value) + 4
+            # mitmproxy unfolds obsolete line folding into "\r\n " inside the value and passes NUL
+            # bytes on; a backend may read either differently (request smuggling). RFC 9112 §5.2
+            # allows rejecting folded lines with a 400.
+            if b"\r" in value or b"\n" in value or b"\x00" in value or not _TOKEN_BYTES.fullmatch(name):
+                return self._refuse(flow, "A request header is malformed.")
         if size > self.max_header_bytes:
             flow.response = pages.error_response(431)
             flow.metadata["portico.local"] = True
@@ -94,6 +106,11 @@ class Limits:
         if length is not None and length.isdigit() and int(length) > site.max_body:
             flow.response = pages.error_response(413)
             flow.metadata["portico.local"] = True
+
+    @staticmethod
+    def _refuse(flow: http.HTTPFlow, detail: str) -> None:
+        flow.response = pages.error_response(400, detail)
+        flow.metadata["portico.local"] = True
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:

@@ -78,3 +78,20 @@ def test_connections_per_client_ip_are_limited(backend_factory, worker_factory):
             s.close()
     time.sleep(0.2)
     assert get(w, "conn.test").status == 200
+
+
+def test_hostile_request_heads_are_400_and_never_reach_the_backend(backend_factory, worker_factory):
+    a = backend_factory()
+    w = worker_factory(snapshot(site("evil.test", [a])))
+    heads = [
+        b"POST / HTTP/1.1\r\nHost: evil.test\r\nX-A: 1\r\n Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: evil.test\r\nX-Nul: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",  # no Host
+        b"G(T / HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+    ]
+    for head in heads:
+        with socket.create_connection(("127.0.0.1", w.http_port)) as s:
+            s.settimeout(5)
+            s.sendall(head)
+            assert s.recv(4096)[:12] == b"HTTP/1.1 400", head
+    assert a.hits == 0
