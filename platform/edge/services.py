@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 from audit.services import record
+from certs.services import ensure_certificates_on_commit
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.forms.models import model_to_dict
@@ -225,6 +226,7 @@ def site_create(
         after={**_snapshot_of(site, _SITE_FIELDS), "hostnames": names, "backends": [str(b) for b in created]},
     )
     publish_on_commit(f"site {site.name} created")
+    ensure_certificates_on_commit(site=site, actor=actor)
     return site
 
 
@@ -245,6 +247,8 @@ def site_update(*, actor: Actor, org: Organization, site: Site, **fields: Any) -
     if before != after:
         record(org=org, actor=actor, action="site.update", target=site, before=before, after=after)
         publish_on_commit(f"site {site.name} updated")
+        if before["tls_mode"] != after["tls_mode"]:
+            ensure_certificates_on_commit(site=site, actor=actor)
     return site
 
 
@@ -286,6 +290,7 @@ def hostname_add(*, actor: Actor, org: Organization, site: Site, name: str) -> H
         raise ValidationError({"name": f"{normalized} was just taken by another site."}) from None
     record(org=org, actor=actor, action="hostname.add", target=hostname, after={"site": site.name, "name": normalized})
     publish_on_commit(f"hostname {normalized} added")
+    ensure_certificates_on_commit(site=site, actor=actor)
     return hostname
 
 
