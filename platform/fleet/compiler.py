@@ -41,7 +41,7 @@ def compile_snapshot(
         org_defaults[policy.organization_id].append(policy)
 
     compiled = [_site(site, org_defaults[site.organization_id]) for site in sites]
-    served = {name for s in compiled for name in s.hostnames}
+    served = {name: s.organization for s in compiled for name in s.hostnames}
     certificates = _certificates(served, fleet_key)
     snap = snapshot.Snapshot(
         version=version,
@@ -125,21 +125,28 @@ def effective_policies(own: list[Policy], defaults: list[Policy]) -> snapshot.Po
     return out
 
 
-def _certificates(served: set[str], fleet_key: snapshot.FleetKey) -> list[snapshot.Certificate]:
-    """Issued, unexpired certificates covering at least one served hostname; newest wins per name."""
+def _certificates(served: dict[str, str], fleet_key: snapshot.FleetKey) -> list[snapshot.Certificate]:
+    """Issued, unexpired certificates covering at least one served hostname; newest wins per name.
+
+    ``served`` maps each served hostname to the organization whose site serves it: a certificate
+    is only ever served for its own organization's names (another tenant could upload one for
+    any name). Each certificate lists only the names it wins, because the worker maps every
+    listed name to its certificate and would otherwise let a later, older one win.
+    """
     now = timezone.now()
     out, covered = [], set()
     for cert in Certificate.objects.filter(status=Certificate.Status.ISSUED).order_by("-not_after", "id"):
         if cert.not_after and cert.not_after <= now:
             continue
-        names = [n for n in cert.hostnames if n in served and n not in covered]
+        org = str(cert.organization_id)
+        names = [n for n in cert.hostnames if served.get(n) == org and n not in covered]
         if not names:
             continue
         covered.update(names)
         out.append(
             snapshot.Certificate(
                 id=str(cert.id),
-                hostnames=list(cert.hostnames),
+                hostnames=names,
                 chain_pem=cert.chain_pem,
                 key_enc=fleet_key.encrypt_key(str(cert.id), cert.private_key()),
             )
