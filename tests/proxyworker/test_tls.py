@@ -122,9 +122,9 @@ def test_encrypted_private_key_and_signed_envelope_are_served(backend_factory, w
     assert get(w, "enc.test", tls=test_ca.client_context()).backend == "enc"
 
 
-def test_upstream_tls_is_verified_against_the_backends_ca(backend_factory, worker_factory, test_ca):
+def test_upstream_tls_is_verified_against_the_backends_ca(backend_factory, worker_factory, test_ca, tmp_path):
     good = backend_factory("tls-good", tls=test_ca.server_context("127.0.0.1"))
-    other_ca = type(test_ca)(__import__("pathlib").Path(test_ca.ca_path).parent)
+    other_ca = type(test_ca)(tmp_path)  # its own folder: the session CA file stays as it is
     bad = backend_factory("tls-bad", tls=other_ca.server_context("127.0.0.1"))
     w = worker_factory(snapshot(
         site("up-good.test", [backend_spec(good, ca_pem=test_ca.ca_pem)]),
