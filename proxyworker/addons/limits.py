@@ -36,7 +36,9 @@ class Limits:
         self.max_header_bytes = max_header_bytes
         self._per_ip: defaultdict[str, int] = defaultdict(int)
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
-        self._in_progress: defaultdict[str, int] = defaultdict(int)
+        # client connection id -> ids of its flows still waiting for their answer (a flow can end
+        # twice, in error and then response, when a retry replaces an error: a set forgives that)
+        self._in_progress: defaultdict[str, set[str]] = defaultdict(set)
 
     # --- connections ------------------------------------------------------------------------
 
@@ -78,7 +80,7 @@ class Limits:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         client = flow.client_conn
-        self._in_progress[client.id] += 1
+        self._in_progress[client.id].add(flow.id)
         handle = self._deadlines.pop(client.id, None)
         if handle is not None:
             handle.cancel()
@@ -130,10 +132,11 @@ class Limits:
 
     def _done(self, flow: http.HTTPFlow) -> None:
         client = flow.client_conn
-        left = self._in_progress.get(client.id, 0) - 1
-        if left > 0:
-            self._in_progress[client.id] = left
-            return
+        waiting = self._in_progress.get(client.id)
+        if waiting is not None:
+            waiting.discard(flow.id)
+            if waiting:
+                return
         self._in_progress.pop(client.id, None)
         if flow.websocket is None and client.id in ctx.master.addons.get("proxyserver").connections:
             self._arm(client, self.idle_timeout)

@@ -95,3 +95,18 @@ def test_hostile_request_heads_are_400_and_never_reach_the_backend(backend_facto
             s.sendall(head)
             assert s.recv(4096)[:12] == b"HTTP/1.1 400", head
     assert a.hits == 0
+
+
+def test_idle_keep_alive_connection_is_closed(backend_factory, worker_factory):
+    a = backend_factory()
+    w = worker_factory(snapshot(site("idle.test", [a])), idle_timeout=1.0)
+    with socket.create_connection(("127.0.0.1", w.http_port)) as s:
+        s.settimeout(5)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        try:
+            assert s.recv(1024) == b""  # the worker hangs up
+        except ConnectionResetError:
+            pass
+        assert 0.5 < time.monotonic() - started < 3
