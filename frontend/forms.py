@@ -11,9 +11,25 @@ from django.utils import timezone
 from edge.models import Backend, Policy, Site
 from tenancy.models import Role, TokenScope
 
+# Labels people read, where a model's verbose name is terse.
+LABELS = {
+    "max_body_bytes": "Largest request body (bytes)",
+    "hc_rise": "Healthy after (passed checks)",
+    "hc_fall": "Unhealthy after (failed checks)",
+    "hc_expected_status": "Expected status",
+    "tls_mode": "Certificates",
+    "tls_min_version": "Minimum TLS version",
+    "force_https": "Redirect HTTP to HTTPS",
+    "hsts_max_age": "HSTS max-age (seconds)",
+    "hsts_include_subdomains": "HSTS: include subdomains",
+    "hsts_preload": "HSTS: preload",
+    "sni": "SNI",
+    "sticky_cookie": "Sticky-session cookie",
+}
+
 
 def _form(name: str, model, fields: list[str], base=forms.Form) -> type[forms.Form]:
-    return type(name, (base,), dict(fields_for_model(model, fields=fields)))
+    return type(name, (base,), dict(fields_for_model(model, fields=fields, labels=LABELS)))
 
 
 class OrganizationForm(forms.Form):

@@ -34,14 +34,14 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-@pytest.fixture(autouse=True)
-def _no_broker(settings, monkeypatch):
+@pytest.fixture
+def no_publish(monkeypatch):
     # Publishing is the fleet's business, tested elsewhere; the pages only need the rows.
     monkeypatch.setattr("fleet.publisher._request_publish", lambda: None)
 
 
 @pytest.fixture
-def cast(db) -> Cast:
+def cast(db, no_publish) -> Cast:
     org = Organization.objects.create(name="Acme", slug="acme")
     other = Organization.objects.create(name="Globex", slug="globex")
     users = {}
@@ -64,3 +64,15 @@ def cast(db) -> Cast:
         policy=Policy.objects.create(organization=org, site=site, kind="cache", name="cache", settings={"default_ttl": 60}),
         users=users,
     )
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Debian's chromium, never a downloaded browser; as root it needs --no-sandbox."""
+    import shutil
+
+    return {
+        **browser_type_launch_args,
+        "executable_path": shutil.which("chromium") or "/usr/bin/chromium",
+        "args": ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+    }

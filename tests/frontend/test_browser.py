@@ -1,0 +1,120 @@
+"""A person's first visit, in a real browser: sign up, verify the email address from the mail the
+platform wrote, create an organization and a site with a backend, watch a real worker apply it,
+create an API token, and find it all in the audit log. Saves screenshots of the main pages for the
+README."""
+
+from __future__ import annotations
+
+import re
+from email import message_from_string
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.conftest import broker, control_celery, node_factory, platform_env, wait_for  # noqa: F401  (fixtures)
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+PASSWORD = "a long and unusual passphrase 42"
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+
+@pytest.fixture
+def mail_dir(settings, tmp_path) -> Path:
+    """The file mail backend, as in the quick start, in a folder of the test's own."""
+    folder = tmp_path / "mail"
+    settings.MAILERS = {"default": {"BACKEND": "django.core.mail.backends.filebased.EmailBackend", "OPTIONS": {"file_path": str(folder)}}}
+    return folder
+
+
+def shoot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def confirmation_link(mail_dir: Path, email: str) -> str:
+    """The link in the confirmation mail to ``email``, decoded as a mail client would."""
+    for file in sorted(mail_dir.glob("*.log")):
+        # The file backend separates messages with a line of dashes.
+        for raw in file.read_text().split("\n" + "-" * 79 + "\n"):
+            message = message_from_string(raw.strip())
+            if message["To"] != email:
+                continue
+            body = message.get_payload(decode=True).decode()
+            match = re.search(r"https?://\S+/accounts/confirm-email/\S+/", body)
+            if match:
+                return match.group(0)
+    return ""
+
+
+def test_sign_up_to_an_applied_site_a_token_and_the_audit_log(page: Page, live_server, mail_dir, node_factory):  # noqa: F811
+    node_factory("edge-1")  # a real agent: registers, receives versions, reports them applied
+    email = "ada@example.test"
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # Sign up
+    page.goto(f"{live_server.url}/accounts/signup/")
+    expect(page.get_by_role("heading", name="Sign Up")).to_be_visible()
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label(re.compile("Password \\(again\\)")).fill(PASSWORD)
+    shoot(page, "sign-up")
+    page.get_by_role("button", name="Sign Up").click()
+    expect(page.get_by_role("heading", name=re.compile("Verify Your Email Address"))).to_be_visible()
+
+    # Verify the address with the link from the mail the platform wrote to a file
+    link = wait_for(lambda: confirmation_link(mail_dir, email), what="the confirmation email")
+    page.goto(link)
+    page.get_by_role("button", name="Confirm").click()
+
+    # No organization yet: the dashboard asks for one
+    expect(page.get_by_role("heading", name="New organization")).to_be_visible()
+    page.get_by_label("Name", exact=True).fill("Acme")
+    page.get_by_role("button", name="Create organization").click()
+    expect(page.get_by_role("heading", name="Sites")).to_be_visible()
+
+    # Create a site with its first backend, in one form
+    page.get_by_role("link", name="Create a site").click()
+    page.get_by_label("Name", exact=True).fill("Shop")
+    page.get_by_label("Hostnames").fill("shop.example.test\nwww.shop.example.test")
+    page.get_by_label("Certificates").select_option("off")
+    page.get_by_label("Backend address").fill("127.0.0.1")
+    page.get_by_label("Backend port").fill("8081")
+    page.get_by_role("button", name="Create site").click()
+    expect(page.get_by_role("heading", name=re.compile("Shop"))).to_be_visible()
+
+    # See it applied: the page polls the rollout until the worker reports the new version
+    expect(page.locator("#rollout")).to_contain_text("applied on 1 of 1 workers", timeout=30_000)
+    expect(page.get_by_role("row", name=re.compile(r"127\.0\.0\.1:8081"))).to_be_visible()
+    shoot(page, "site-detail")
+
+    # A mistake is explained next to its field
+    page.get_by_text("Add a backend").click()
+    page.get_by_label("Address").fill("http://origin.example.test/")
+    page.get_by_role("button", name="Add backend").click()
+    expect(page.locator("#id_address_error")).to_contain_text("is not a host")
+
+    page.get_by_role("link", name="Sites", exact=True).click()
+    expect(page.get_by_role("row", name=re.compile("Shop"))).to_contain_text("shop.example.test")
+    shoot(page, "sites")
+
+    # An API token, shown once
+    page.get_by_role("link", name="API tokens").click()
+    page.get_by_label("Name", exact=True).fill("deploy bot")
+    page.get_by_label("Scope").select_option("write")
+    page.get_by_role("button", name="Create token").click()
+    expect(page.get_by_role("textbox", name="Token", exact=True)).to_have_value(re.compile(r"^pt_[0-9a-f]{12}_"))
+    shoot(page, "tokens")
+
+    # The audit log has every step, with who did it
+    page.get_by_role("link", name="Audit log").click()
+    for action in ("organization.create", "site.create", "token.create"):
+        expect(page.get_by_role("cell", name=action, exact=True)).to_be_visible()
+    expect(page.get_by_role("cell", name=re.compile(email)).first).to_be_visible()
+    page.get_by_role("row", name=re.compile("token.create")).locator("summary").click()
+    shoot(page, "audit-log")
+
+    page.get_by_role("link", name="Fleet").click()
+    expect(page.get_by_role("row", name=re.compile("edge-1"))).to_contain_text("Online")
+    shoot(page, "fleet")
