@@ -44,7 +44,8 @@ def broker_options(url: str, folder: str | None) -> dict:
         if not folder:
             raise SystemExit("the filesystem broker needs --broker-folder (the control plane's var/broker)")
         Path(folder).mkdir(parents=True, exist_ok=True)
-        return {"data_folder_in": folder, "data_folder_out": folder, "polling_interval": 0.01}
+        return {"data_folder_in": folder, "data_folder_out": folder, "control_folder": str(Path(folder) / "control"),
+                "polling_interval": 0.01}
     return {}
 
 

@@ -264,6 +264,7 @@ if CELERY_BROKER_URL.startswith(("portico-fs://", "filesystem://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),
+        "control_folder": str(BROKER_DIR / "control"),  # fanout bindings; relative to cwd otherwise
         # 10 ms polling: ~7 ms delivery at ~1 % idle CPU per consumer (measured; default 1 s).
         "polling_interval": 0.01,
     }
