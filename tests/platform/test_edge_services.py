@@ -210,6 +210,8 @@ def test_editor_and_up_succeed_with_one_audit_event(case, who, cast, shop, actor
     assert case.done(shop)
     (event,) = AuditEvent.objects.all()
     assert (event.organization_id, event.action) == (cast.org.pk, case.action)
+    assert event.target_type == case.action.split(".")[0] and event.target_id and event.target_repr
+    assert event.changes  # what changed, before and after
     assert event.actor_kind == actor.kind
     assert event.actor_name == actor.display
     assert (event.ip, event.user_agent, event.request_id) == (actor.ip, actor.user_agent, actor.request_id)

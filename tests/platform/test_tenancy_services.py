@@ -162,6 +162,9 @@ def test_permitted_role_succeeds_with_one_audit_event(case, who, cast, world, ac
     (event,) = AuditEvent.objects.exclude(pk__in=seen)
     assert event.organization_id == cast.org.pk
     assert event.action == case.action
+    target_type = {"member": "membership", "token": "apitoken"}.get(case.action.split(".")[0], case.action.split(".")[0])
+    assert event.target_type == target_type and event.target_id and event.target_repr
+    assert event.changes  # what changed, before and after
     assert (event.actor_kind, event.actor_user, event.actor_name) == ("user", actor.user, actor.user.email)
     assert (event.ip, event.user_agent, event.request_id) == ("192.0.2.10", "pytest", "req-test-0001")
     assert verify_chain(cast.org) == []
