@@ -174,7 +174,7 @@ class SiteDeleteView(SiteMixin):
 
     def post(self, request):
         if request.POST.get("confirm", "").strip() != self.site.name:
-            return self.page("frontend/sites/delete.html", site=self.site, error="Type the site's name exactly to delete it.")
+            return self.page("frontend/sites/delete.html", site=self.site, error="Type the name of the site exactly to delete it.")
         services.site_delete(actor=self.actor, org=self.org, site=self.site)
         return redirect("frontend:sites", org_slug=self.org.slug)
 
@@ -198,9 +198,7 @@ class HostnameRemoveView(SiteMixin):
         try:
             services.hostname_remove(actor=self.actor, org=self.org, hostname=hostname)
         except ValidationError as exc:
-            form = HostnameForm()
-            apply_errors(form, exc)
-            return self.site_page(hostname_form=form)
+            return self.site_page(hostname_error=" ".join(exc.messages))
         return redirect(self.site_url("hostnames"))
 
 
