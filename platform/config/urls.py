@@ -1,3 +1,4 @@
+from certs.views import internal_ca_root
 from django.contrib import admin
 from django.urls import include, path
 
@@ -6,6 +7,7 @@ from .health import healthz
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("certs/internal-ca.pem", internal_ca_root, name="internal-ca-root"),
     path("api/", include("api.urls")),
     path("accounts/", include("allauth.urls")),
     path("", include("frontend.urls")),
