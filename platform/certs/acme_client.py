@@ -82,6 +82,7 @@ class _Network(client.ClientNetwork):
             global rejected_nonces
             rejected_nonces += 1
             self.nonce_rejections += 1
+            log.info("the ACME server rejected a nonce (badNonce); retrying with a fresh one")
         return response
 
     def post(self, *args, **kwargs) -> requests.Response:
