@@ -298,6 +298,9 @@ def hostname_add(*, actor: Actor, org: Organization, site: Site, name: str) -> H
 def hostname_remove(*, actor: Actor, org: Organization, hostname: Hostname) -> None:
     require(actor, org, Role.EDITOR)
     ensure_in_org(hostname, org)
+    # Lock the site before counting: two removals at once would each see two names and leave the
+    # site with none, and a site without a hostname fails the whole platform's snapshot.
+    Site.objects.select_for_update().only("pk").get(pk=hostname.site_id)
     if Hostname.objects.filter(site_id=hostname.site_id).count() <= 1:
         raise ValidationError({"name": "A site needs at least one hostname; add another before removing this one."})
     record(org=org, actor=actor, action="hostname.remove", target=hostname, before={"name": hostname.name})

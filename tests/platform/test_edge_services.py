@@ -7,6 +7,7 @@ in the same transaction as the change.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -16,9 +17,12 @@ import pytest
 from audit.models import AuditEvent
 from audit.services import verify_chain
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection, transaction
 from django.http import Http404
 from edge import services
 from edge.models import Backend, Hostname, Policy, Route, Site
+from fleet.compiler import compile_snapshot
+from fleet.publisher import fleet_key
 from tenancy.access import Actor
 from tenancy.models import Organization, Role
 
@@ -462,6 +466,32 @@ def test_the_same_orgs_duplicate_is_rejected_too(cast, shop, db_state):
         _create(cast, "twice.acme.test", "Twice.Acme.Test")
     assert exc.value.message_dict["hostnames"] == ["twice.acme.test is listed twice."]
     assert db_state() == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_removing_a_sites_last_two_names_at_once_leaves_one(cast, shop):
+    """The second removal waits for the first, then sees it would take the site's last name."""
+    outcome: list[BaseException | None] = []
+
+    def remove_the_other() -> None:
+        try:
+            shop_name = Hostname.objects.get(name="shop.acme.test")
+            services.hostname_remove(actor=Actor.for_user(cast.admin.user), org=cast.org, hostname=shop_name)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the main thread
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        services.hostname_remove(actor=cast.editor, org=cast.org, hostname=shop.www)
+        rival = threading.Thread(target=remove_the_other)
+        rival.start()
+        rival.join(timeout=0.5)  # with the lock it waits for this commit; without it, it races ahead
+    rival.join(timeout=10)
+    assert len(outcome) == 1 and isinstance(outcome[0], ValidationError)
+    assert _names(shop.site) == ["shop.acme.test"]
+    compile_snapshot(version=1, fleet_key=fleet_key())  # the platform still compiles
 
 
 def test_names_beside_another_tenants_wildcard_are_free(cast, globex):
