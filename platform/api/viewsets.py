@@ -19,6 +19,7 @@ from django.db import models, transaction
 from django.http import Http404
 from edge.models import Site
 from rest_framework import status, viewsets
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from tenancy.access import Actor
 from tenancy.models import Organization, Role
@@ -104,7 +105,10 @@ class ApiViewSet(viewsets.GenericViewSet):
         if isinstance(exc, idempotency.Replay):
             self._idempotency = None
             return exc.response
-        return super().handle_exception(exc)
+        response = super().handle_exception(exc)
+        # Errors are JSON, even where the answer would have been CSV (the audit export).
+        self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), "application/json"
+        return response
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
