@@ -20,6 +20,7 @@ key derived from the fleet secret, so a snapshot at rest on a worker's disk hold
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -267,6 +268,7 @@ class Envelope(_Struct):
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
+@functools.lru_cache(maxsize=65536)  # validate() checks every name of every snapshot: 10k sites, ~0.5 s uncached
 def normalize_hostname(name: str) -> str:
     """Lower-case, IDNA-encode and check a hostname; ``*.`` is allowed as the first label.
 
@@ -347,6 +349,7 @@ def validate(snap: Snapshot) -> None:
             raise SnapshotError(f"certificate {cert.id}: chain_pem holds no certificate")
 
 
+@functools.lru_cache(maxsize=65536)
 def _is_host(address: str) -> bool:
     """An IP literal (IPv6 with or without brackets) or a DNS name; never a URL or host:port."""
     try:

@@ -12,7 +12,6 @@ from typing import Any
 
 import msgspec
 from certs.models import Certificate
-from django.db.models import Prefetch
 from django.utils import timezone
 from edge.models import POLICY_SCHEMA, Backend, Hostname, Policy, Route, Site
 from edge.services import parse_expected_status
@@ -26,21 +25,42 @@ _SINGULAR = {Policy.Kind.CACHE, Policy.Kind.COMPRESSION, Policy.Kind.IP_RULES, P
 def compile_snapshot(
     *, version: int, fleet_key: snapshot.FleetKey, acme_challenges: list[snapshot.AcmeChallenge] | None = None
 ) -> snapshot.Snapshot:
-    sites = (
-        Site.objects.filter(state=Site.State.ACTIVE)
-        .order_by("id")
-        .prefetch_related(
-            Prefetch("hostnames", queryset=Hostname.objects.order_by("name")),
-            Prefetch("routes", queryset=Route.objects.order_by("-path_prefix")),
-            Prefetch("backends", queryset=Backend.objects.exclude(state=Backend.State.DISABLED).order_by("created_at", "id")),
-            Prefetch("policies", queryset=Policy.objects.filter(enabled=True).order_by("kind", "name", "id")),
+    # Five flat queries read as tuples and grouped here: ORM instances and prefetch_related cost
+    # ~1 ms per site, which made 10,000 sites a 7 s compile.
+    sites = list(Site.objects.filter(state=Site.State.ACTIVE).order_by("id").values(*_SITE_COLUMNS))
+    active = {row["id"] for row in sites}
+    hostnames: dict[Any, list[str]] = defaultdict(list)
+    for site_id, name in Hostname.objects.order_by("name").values_list("site_id", "name"):
+        hostnames[site_id].append(name)
+    routes: dict[Any, list[snapshot.Route]] = defaultdict(list)
+    for site_id, prefix, pool, strip in Route.objects.order_by("-path_prefix").values_list(
+        "site_id", "path_prefix", "pool", "strip_prefix"
+    ):
+        routes[site_id].append(snapshot.Route(path_prefix=prefix, pool=pool, strip_prefix=strip))
+    backends: dict[Any, list[tuple[str, snapshot.Backend]]] = defaultdict(list)
+    for row in (
+        Backend.objects.exclude(state=Backend.State.DISABLED).order_by("created_at", "id").values_list(*_BACKEND_COLUMNS)
+    ):
+        site_id, pool, bid, address, port, scheme, weight, state, tls_verify, ca_pem, sni = row
+        backends[site_id].append(
+            (pool, snapshot.Backend(id=str(bid), address=address, port=port, scheme=scheme, weight=weight, state=state,
+                                    tls_verify=tls_verify, ca_pem=ca_pem or None, sni=sni or None))
         )
-    )
+    own_policies: dict[Any, list[Policy]] = defaultdict(list)
     org_defaults: dict[Any, list[Policy]] = defaultdict(list)
-    for policy in Policy.objects.filter(enabled=True, site__isnull=True).order_by("kind", "name", "id"):
-        org_defaults[policy.organization_id].append(policy)
+    for policy in Policy.objects.filter(enabled=True).order_by("kind", "name", "id").only(
+        "organization_id", "site_id", "kind", "settings"
+    ):
+        if policy.site_id is None:
+            org_defaults[policy.organization_id].append(policy)
+        elif policy.site_id in active:
+            own_policies[policy.site_id].append(policy)
 
-    compiled = [_site(site, org_defaults[site.organization_id]) for site in sites]
+    compiled = [
+        _site(row, hostnames[row["id"]], routes[row["id"]], backends[row["id"]],
+              effective_policies(own_policies[row["id"]], org_defaults[row["organization_id"]]))
+        for row in sites
+    ]
     served = {name: s.organization for s in compiled for name in s.hostnames}
     certificates = _certificates(served, fleet_key)
     snap = snapshot.Snapshot(
@@ -54,57 +74,60 @@ def compile_snapshot(
     return snap
 
 
-def _site(site: Site, defaults: list[Policy]) -> snapshot.Site:
+_SITE_COLUMNS = (
+    "id", "organization_id", "name", "tls_mode", "tls_min_version", "force_https", "hsts_max_age", "hsts_include_subdomains",
+    "hsts_preload", "balancing", "sticky_cookie", "hc_enabled", "hc_path", "hc_interval", "hc_timeout", "hc_expected_status",
+    "hc_rise", "hc_fall", "max_body_bytes",
+)
+_BACKEND_COLUMNS = ("site_id", "pool", "id", "address", "port", "scheme", "weight", "state", "tls_verify", "ca_pem", "sni")
+
+
+def _site(
+    site: dict[str, Any],
+    hostnames: list[str],
+    routes: list[snapshot.Route],
+    backends: list[tuple[str, snapshot.Backend]],
+    policies: snapshot.Policies,
+) -> snapshot.Site:
     pools: dict[str, list[snapshot.Backend]] = defaultdict(list)
-    for b in site.backends.all():
-        pools[b.pool].append(
-            snapshot.Backend(
-                id=str(b.id),
-                address=b.address,
-                port=b.port,
-                scheme=b.scheme,
-                weight=b.weight,
-                state=b.state,
-                tls_verify=b.tls_verify,
-                ca_pem=b.ca_pem or None,
-                sni=b.sni or None,
-            )
-        )
-    routes = [snapshot.Route(path_prefix=r.path_prefix, pool=r.pool, strip_prefix=r.strip_prefix) for r in site.routes.all()]
+    for pool, backend in backends:
+        pools[pool].append(backend)
+    routes = list(routes)
     if not any(r.path_prefix == "/" for r in routes):
         routes.append(snapshot.Route(path_prefix="/", pool="default"))
     # A route to a pool with no backend still compiles: the worker answers 503 for it.
     for route in routes:
         pools.setdefault(route.pool, [])
+    tls = site["tls_mode"] != Site.TlsMode.OFF
     return snapshot.Site(
-        id=str(site.id),
-        organization=str(site.organization_id),
-        name=site.name,
-        hostnames=[h.name for h in site.hostnames.all()],
-        pools=[snapshot.Pool(name=name, backends=backends) for name, backends in sorted(pools.items())],
+        id=str(site["id"]),
+        organization=str(site["organization_id"]),
+        name=site["name"],
+        hostnames=hostnames,
+        pools=[snapshot.Pool(name=name, backends=members) for name, members in sorted(pools.items())],
         routes=routes,
-        balancing=site.balancing,
-        sticky_cookie=site.sticky_cookie or None,
+        balancing=site["balancing"],
+        sticky_cookie=site["sticky_cookie"] or None,
         health_check=snapshot.HealthCheck(
-            enabled=site.hc_enabled,
-            path=site.hc_path,
-            interval=site.hc_interval,
-            timeout=site.hc_timeout,
-            expected_status=parse_expected_status(site.hc_expected_status),
-            rise=site.hc_rise,
-            fall=site.hc_fall,
+            enabled=site["hc_enabled"],
+            path=site["hc_path"],
+            interval=site["hc_interval"],
+            timeout=site["hc_timeout"],
+            expected_status=parse_expected_status(site["hc_expected_status"]),
+            rise=site["hc_rise"],
+            fall=site["hc_fall"],
         ),
-        force_https=site.force_https and site.tls_mode != Site.TlsMode.OFF,
+        force_https=site["force_https"] and tls,
         hsts=snapshot.Hsts(
-            max_age=site.hsts_max_age,
-            include_subdomains=site.hsts_include_subdomains,
-            preload=site.hsts_preload,
+            max_age=site["hsts_max_age"],
+            include_subdomains=site["hsts_include_subdomains"],
+            preload=site["hsts_preload"],
         )
-        if site.hsts_max_age and site.tls_mode != Site.TlsMode.OFF
+        if site["hsts_max_age"] and tls
         else None,
-        tls_min_version=site.tls_min_version,
-        max_body_bytes=site.max_body_bytes,
-        policies=effective_policies(list(site.policies.all()), defaults),
+        tls_min_version=site["tls_min_version"],
+        max_body_bytes=site["max_body_bytes"],
+        policies=policies,
     )
 
 
