@@ -22,7 +22,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         "--public-https-port", type=int, default=None, help="port used in HTTP->HTTPS redirects (default: --https-port)"
     )
     p.add_argument("--status-file", default=None, help="where to report the served version (default <snapshot>.status.json)")
-    p.add_argument("--poll-interval", type=float, default=0.25, help="seconds between checks of the snapshot file")
+    p.add_argument("--poll-interval", type=float, default=0.05, help="seconds between checks of the snapshot file (a stat call)")
     p.add_argument("--max-conns-per-ip", type=int, default=256, help="concurrent connections per client IP; 0: no limit")
     p.add_argument("--max-header-bytes", type=int, default=32 * 1024, help="request line + headers; larger: 431")
     p.add_argument("--header-timeout", type=float, default=10.0, help="seconds to receive a request's headers")

@@ -41,7 +41,7 @@ class Settings:
     processes: int = 0  # 0: one per core
     public_https_port: int | None = None  # port named in HTTP->HTTPS redirects; default https_port
     status_file: str | None = None
-    poll_interval: float = 0.25
+    poll_interval: float = 0.05
     max_conns_per_ip: int = 256
     max_header_bytes: int = 32 * 1024
     header_timeout: float = 10.0
