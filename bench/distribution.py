@@ -107,7 +107,7 @@ def main() -> None:
 
     env = dict(os.environ, PORTICO_FLEET_KEY=settings.FLEET_KEY, PORTICO_SECRET_KEY=settings.SECRET_KEY,
                PORTICO_DATA_KEYS=",".join(settings.DATA_KEYS), PYTHONUNBUFFERED="1")
-    procs = [spawn([PY, "-m", "celery", "-A", "config", "worker", "-P", "threads", "-c", "4", "-l", "warning",
+    procs = [spawn([PY, "-m", "celery", "-A", "config", "worker", "-P", "threads", "-c", "4", "-l", "info",
                     "--without-gossip", "--without-mingle", "--without-heartbeat"], env=env, log=work / "celery.log",
                    cwd=ROOT / "platform")]
     nodes = []

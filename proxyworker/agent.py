@@ -132,6 +132,7 @@ class Agent(ConsumerMixin):
 
     def handle_snapshot(self, version: int, envelope_text: str) -> str:
         """Apply one envelope. Returns 'applied', 'rejected' or 'ignored'."""
+        started = time.perf_counter()
         try:
             env = snapshot.decode_envelope(envelope_text)
             snap = snapshot.verify(env, self.key)
@@ -145,6 +146,7 @@ class Agent(ConsumerMixin):
             return "ignored"
         previous = self._read_current()
         snapshot.write_file_atomic(self.snapshot_path, envelope_text.encode())
+        written = time.perf_counter()
         ok, reason = self._await_proxy(snap.version)
         if not ok:
             if previous is not None:
@@ -153,7 +155,10 @@ class Agent(ConsumerMixin):
             self.send("fleet.report", name=self.name, version=snap.version, outcome="rejected", reason=reason)
             return "rejected"
         self.version = snap.version
-        log.info("applied v%s", snap.version)
+        log.info(
+            "applied v%s: verified and written in %.0f ms, swapped in by the proxy %.0f ms later",
+            snap.version, 1000 * (written - started), 1000 * (time.perf_counter() - written),
+        )
         self.send("fleet.report", name=self.name, version=snap.version, outcome="applied", reason="")
         return "applied"
 
