@@ -128,6 +128,17 @@ TOO_LOW = too_low(CASES)
 # --- who may do what --------------------------------------------------------------------------
 
 
+def test_the_unchanged_check_sees_any_change(cast, world, db_state):
+    """The refused-call tests compare db_state before and after: it must notice a single field."""
+    before = db_state()
+    Organization.objects.filter(pk=cast.org.pk).update(audit_head_seq=1)
+    assert db_state() != before
+    Organization.objects.filter(pk=cast.org.pk).update(audit_head_seq=0)
+    assert db_state() == before
+    Membership.objects.filter(pk=world.membership.pk).update(role=Role.EDITOR)
+    assert db_state() != before
+
+
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_outsider_gets_404(case, cast, world, db_state):
     before = db_state()
