@@ -7,6 +7,7 @@ in the same transaction as the change.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -177,6 +178,16 @@ CASES = [
 ]
 PERMITTED = permitted(CASES)
 TOO_LOW = too_low(CASES)
+
+
+def test_every_org_scoped_service_is_in_the_matrix():
+    """A new service that takes an actor and an organization is tried by every actor below."""
+    scoped = {
+        name
+        for name, function in inspect.getmembers(services, inspect.isfunction)
+        if function.__module__ == services.__name__ and {"actor", "org"} <= set(inspect.signature(function).parameters)
+    }
+    assert scoped <= {case.service for case in CASES}
 
 
 # --- who may do what ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,6 +124,16 @@ CASES = [
 
 PERMITTED = permitted(CASES)
 TOO_LOW = too_low(CASES)
+
+
+def test_every_org_scoped_service_is_in_the_matrix():
+    """A new service that takes an actor and an organization is tried by every actor below."""
+    scoped = {
+        name
+        for name, function in inspect.getmembers(services, inspect.isfunction)
+        if function.__module__ == services.__name__ and {"actor", "org"} <= set(inspect.signature(function).parameters)
+    }
+    assert scoped <= {case.service for case in CASES}
 
 
 # --- who may do what --------------------------------------------------------------------------
