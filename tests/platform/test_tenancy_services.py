@@ -192,6 +192,20 @@ def test_permitted_role_succeeds_with_one_audit_event(case, who, cast, world, ac
     assert verify_chain(cast.org) == []
 
 
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_change_and_audit_event_commit_together(case, cast, world, db_state, monkeypatch):
+    """If the audit event cannot be written, the change is not written either."""
+
+    def broken_record(**kwargs):
+        raise RuntimeError("audit storage is down")
+
+    monkeypatch.setattr(services, "record", broken_record)
+    before = db_state()
+    with pytest.raises(RuntimeError, match="audit storage is down"):
+        case.call(cast.owner, cast.org, world)
+    assert db_state() == before
+
+
 @pytest.mark.parametrize("who", ["viewer", "read_token", "write_token", "admin"])
 def test_only_owners_and_admins_manage_tokens_and_tokens_never_make_tokens(who, cast, actor_named):
     if who == "admin":
