@@ -131,6 +131,7 @@ def _names_still_ours(cert: Certificate) -> list[str]:
 
 
 def _start(cert: Certificate) -> float | None:
+    _save(cert, attempts=cert.attempts + 1)  # counted first: failures before the order count too
     names = sorted(_names_still_ours(cert), key=cert.hostnames.index)
     if not names:
         raise AcmeFailure(f"{', '.join(cert.hostnames)} no longer belong to any of your sites.", permanent=True, kind="rejected")
@@ -168,7 +169,6 @@ def _start(cert: Certificate) -> float | None:
             key_encrypted=cert.key_encrypted,
             csr_pem=csr_pem,
             order_url=orderr.uri,
-            attempts=cert.attempts + 1,
             answered_at=None,
             challenge_version=None,
             challenges_published_at=None,
@@ -188,9 +188,11 @@ def _start(cert: Certificate) -> float | None:
     return _continue(cert, ca)
 
 
+def _connect(cert: Certificate) -> acme_client.AcmeCA:
+    return acme_client.connect(cert.account or acme_client.account_for(cert.organization, cert.directory_url))
+
+
 def _continue(cert: Certificate, ca: acme_client.AcmeCA | None = None) -> float | None:
-    if ca is None:
-        ca = acme_client.connect(cert.account or acme_client.account_for(cert.organization, cert.directory_url))
     if cert.answered_at is None:
         if cert.challenge_version is None:  # crashed between storing the tokens and publishing
             version = publish(force=True)
@@ -220,11 +222,12 @@ def _continue(cert: Certificate, ca: acme_client.AcmeCA | None = None) -> float 
                 return 0.1
             time.sleep(0.02)
         challenges = list(PendingChallenge.objects.filter(certificate=cert))
+        ca = ca or _connect(cert)
         with translated_errors(ca, cert.hostnames):
             for challenge in challenges:
                 ca.answer(challenge.challenge_url, challenge.token)
         _save(cert, answered_at=_now(), progress=f"The CA is fetching the challenge from http://{cert.hostnames[0]}/.well-known/acme-challenge/.")
-    return _finish(cert, ca)
+    return _finish(cert, ca or _connect(cert))
 
 
 def _finish(cert: Certificate, ca: acme_client.AcmeCA) -> None:

@@ -306,12 +306,13 @@ def certificate_delete(*, actor: Actor, org: Organization, certificate: Certific
 
 
 def _covered_or_busy(org: Organization) -> tuple[list[Certificate], set[str]]:
-    """The organization's usable certificates, and the names with an order under way or a retry
-    scheduled."""
+    """The organization's usable certificates, and the names with an order under way or a failed
+    one: a failure retries on its own schedule, or waits for a person (a new request replaces
+    it), but is never re-ordered behind their back by the hourly sweep."""
     now = timezone.now()
     certs = list(Certificate.objects.for_org(org).exclude(status__in=[Certificate.Status.REVOKED, Certificate.Status.REPLACED]))
     usable = [c for c in certs if c.status == Certificate.Status.ISSUED and (c.not_after is None or c.not_after > now)]
-    busy = {n for c in certs if c.in_flight or (c.status == Certificate.Status.FAILED and c.next_attempt_at) for n in c.hostnames}
+    busy = {n for c in certs if c.in_flight or c.status == Certificate.Status.FAILED for n in c.hostnames}
     return usable, busy
 
 

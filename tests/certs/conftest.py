@@ -4,10 +4,11 @@ test name resolves to 127.0.0.1 and pebble really fetches HTTP-01 tokens from re
 Reusable pieces:
 
 - ``pebble_factory(http_port=..., nonce_reject=...)``: a started ``Pebble`` (see pebble.py).
-- ``acme_fleet``: pebble + a private broker + a real Celery worker of the control plane + real
-  worker nodes (proxy + agent), with the control plane's ACME settings pointed at pebble. Pebble
-  validates on one port; a round-robin TCP front (``ChallengeFront``) spreads its connections over
-  every node's HTTP port, like DNS with one A record per worker, so any node may be asked.
+- ``acme_fleet_factory(nodes=2, nonce_reject=None)``: pebble + a private broker + a real Celery
+  worker of the control plane + real worker nodes (proxy + agent), with the control plane's ACME
+  settings pointed at pebble. Pebble validates on one port; a round-robin TCP front
+  (``ChallengeFront``) spreads its connections over every node's HTTP port, like DNS with one A
+  record per worker, so any node may be asked.
 """
 
 from __future__ import annotations

@@ -308,3 +308,26 @@ def test_no_private_key_is_stored_or_shown_in_clear(cast, acme_on):
     for text in (rows, audit, shown):
         assert "PRIVATE KEY" not in text
         assert key.splitlines()[1] not in text and internal.private_key().splitlines()[1] not in text
+
+
+def test_a_failed_name_is_not_reordered_by_the_sweep_until_someone_asks(cast, acme_on, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        site(cast, "shop.example.com")
+    cert = Certificate.objects.get()
+    Certificate.objects.filter(pk=cert.pk).update(status=Certificate.Status.FAILED, failure_reason="The CA refuses to issue.")
+    InFlightName.objects.all().delete()
+    assert services.ensure_all() == 0
+    again = services.certificate_request(actor=cast.editor, org=cast.org, hostnames=["shop.example.com"])
+    cert.refresh_from_db()
+    assert (cert.status, again.status) == (Certificate.Status.REPLACED, Certificate.Status.PENDING)
+
+
+def test_acme_accounts_are_per_platform_or_per_organization(cast, settings):
+    from certs import acme_client
+
+    platform = acme_client.account_for(cast.org, ACME_URL)
+    assert platform.organization is None and acme_client.account_for(cast.other_org, ACME_URL) == platform
+    settings.ACME_ACCOUNT_PER_ORG = True
+    mine, theirs = acme_client.account_for(cast.org, ACME_URL), acme_client.account_for(cast.other_org, ACME_URL)
+    assert (mine.organization, theirs.organization) == (cast.org, cast.other_org)
+    assert "PRIVATE KEY" not in mine.key_encrypted and mine.private_key().startswith("-----BEGIN PRIVATE KEY-----")
