@@ -435,6 +435,25 @@ def hash_basic_auth_password(password: str) -> str:
     return f"pbkdf2_sha256${_PBKDF2_ITERATIONS}${salt}${base64.b64encode(digest).decode()}"
 
 
+# A hash sent back as it was read (editing a policy keeps passwords nobody retyped). Each request
+# with credentials costs the worker one PBKDF2 run: a tenant must not choose a billion iterations.
+_PBKDF2_HASH = re.compile(r"pbkdf2_sha256\$([0-9]{1,10})\$[^$]{1,64}\$[A-Za-z0-9+/]{43}=")
+
+
+def _stored_password(user: str, password: Any) -> str:
+    if not (isinstance(password, str) and password.startswith("pbkdf2_sha256$")):
+        return hash_basic_auth_password(str(password))
+    match = _PBKDF2_HASH.fullmatch(password)
+    if match is None or not 1 <= int(match[1]) <= _PBKDF2_ITERATIONS:
+        raise ValidationError(
+            {
+                "settings": f"users.{user}: a stored hash must be pbkdf2_sha256$<iterations, at most "
+                f"{_PBKDF2_ITERATIONS}>$<salt>$<base64 SHA-256>; send the password instead."
+            }
+        )
+    return password
+
+
 def validate_policy_settings(kind: str, settings: Any) -> Any:
     """Decode ``settings`` into the snapshot type for ``kind``, as the worker will, and check what
     the worker would reject. Returns the normalized JSON-able settings. Raises ValidationError
@@ -448,10 +467,7 @@ def validate_policy_settings(kind: str, settings: Any) -> Any:
             raise ValidationError({"settings": "users: give at least one username and password."})
         settings = {
             **settings,
-            "users": {
-                u: (p if isinstance(p, str) and p.startswith("pbkdf2_sha256$") else hash_basic_auth_password(str(p)))
-                for u, p in users.items()
-            },
+            "users": {u: _stored_password(str(u), p) for u, p in users.items()},
         }
     try:
         value = msgspec.convert(settings, POLICY_SCHEMA[kind])

@@ -9,6 +9,7 @@ import json
 import pytest
 from audit.models import AuditEvent
 from audit.redact import REDACTED, redact
+from django.core.exceptions import ValidationError
 from edge import services as edge
 from edge.models import Policy
 from tenancy import services as tenancy
@@ -73,6 +74,20 @@ def test_an_already_hashed_basic_auth_password_is_kept_as_is(cast):
     edge.policy_update(actor=cast.editor, org=cast.org, policy=policy, settings={"users": {"bob": stored}, "realm": "Staff"})
     policy.refresh_from_db()
     assert policy.settings["users"]["bob"] == stored
+
+
+@pytest.mark.parametrize(
+    "forged",
+    ["pbkdf2_sha256$2000000000$salt$" + "A" * 43 + "=", "pbkdf2_sha256$oops", "pbkdf2_sha256$100000$salt$short="],
+    ids=["billion_iterations", "malformed", "short_digest"],
+)
+def test_a_hand_made_hash_is_refused(forged, cast, db_state):
+    """A tenant cannot make the shared worker run a billion PBKDF2 rounds per request."""
+    before = db_state()
+    with pytest.raises(ValidationError) as exc:
+        edge.policy_create(actor=cast.editor, org=cast.org, kind="basic_auth", name="staff", settings={"users": {"bob": forged}})
+    assert "users.bob" in exc.value.message_dict["settings"][0]
+    assert db_state() == before
 
 
 def test_a_header_rule_carrying_a_credential_is_redacted(cast):
