@@ -52,6 +52,7 @@ VALIDATION_DELAYS = (60, 600, 1800, 3600, 3 * 3600, 6 * 3600)
 MAX_ATTEMPTS = 40
 
 ACTOR = Actor.system("certificate issuance")
+REREGISTERING = "The CA no longer knows the platform's ACME account; registering again."
 
 
 def _now() -> dt.datetime:
@@ -101,10 +102,11 @@ def advance(certificate_id) -> float | None:
     except Certificate.DoesNotExist:
         return None
     except AcmeFailure as failure:
-        if failure.kind == "account" and cert is not None and cert.account_id:
+        if failure.kind == "account" and cert is not None and cert.progress != REREGISTERING:
             # The CA forgot the account (a test CA restarted, an account deactivated): register
-            # again and start over at once.
-            AcmeAccount.objects.filter(pk=cert.account_id).update(uri="")
+            # again and start over at once — once; a second refusal is an ordinary failure.
+            account = cert.account or acme_client.account_for(cert.organization, cert.directory_url or acme_client.directory_url())
+            AcmeAccount.objects.filter(pk=account.pk).update(uri="")
             _reset(cert)
             return 0.0
         fail(cert, failure)
@@ -121,7 +123,10 @@ def advance(certificate_id) -> float | None:
 def _reset(cert: Certificate) -> None:
     with transaction.atomic():
         PendingChallenge.objects.filter(certificate=cert).delete()
-        _save(cert, status=Certificate.Status.PENDING, order_url="", answered_at=None, challenge_version=None, challenges_published_at=None)
+        _save(
+            cert, status=Certificate.Status.PENDING, order_url="", answered_at=None, challenge_version=None,
+            challenges_published_at=None, progress=REREGISTERING,
+        )
 
 
 def _names_still_ours(cert: Certificate) -> list[str]:

@@ -88,3 +88,18 @@ def test_an_unreachable_ca_is_retried_later(cast, settings):
     assert cert.status == Certificate.Status.PENDING and list(InFlightName.objects.values_list("name", flat=True)) == [
         "shop.example.com"
     ]
+
+
+def test_an_account_the_ca_forgot_is_registered_again(cast, pebble):
+    from certs import acme_client
+    from certs.models import AcmeAccount
+
+    account = acme_client.account_for(cast.org, pebble.directory_url)
+    acme_client.connect(account)
+    real_uri = AcmeAccount.objects.get().uri
+    AcmeAccount.objects.update(uri=real_uri.rsplit("/", 1)[0] + "/forgotten")  # as after a CA reset
+
+    cert = issuance.run(order(cast).pk, timeout=30)
+
+    assert AcmeAccount.objects.get().uri == real_uri  # the same key finds its account again
+    assert cert.failure_reason.startswith("No proxy worker is online")  # got past the order, to the fleet
