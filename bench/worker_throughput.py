@@ -1,0 +1,196 @@
+"""Proxy worker throughput, latency and memory (issue: proxy worker).
+
+In one run, on this machine, with wrk against a small static file served by nginx:
+  direct to nginx, nginx as reverse proxy, stock `mitmdump --mode reverse:...`,
+  and the Portico worker with 1 and N processes.
+Then the added p50 latency at one connection (worker vs direct) and the RSS of a worker process
+with 1,000 sites loaded.
+
+Each configuration is run --rounds times, alternating, and the median is reported, because other
+processes on a shared machine come and go.
+
+Run: .venv/bin/python bench/worker_throughput.py [--duration 10] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from proxyworker import snapshot  # noqa: E402
+from tests.e2e.processes import PY, free_port, spawn, stop, wait_for  # noqa: E402
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000;
+  server {{ listen 127.0.0.1:{origin}; root {dir}/www; }}
+  upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{proxy};
+    location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"""
+
+
+def wrk(url: str, *, threads: int, conns: int, duration: int, host: str | None = None) -> dict:
+    args = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency"]
+    if host:
+        args += ["-H", f"Host: {host}"]
+    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1000.0}[p50.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": rps,
+        "p50_ms": float(p50.group(1)) * scale,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": sum(map(int, sock.groups())) if sock else 0,
+    }
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def site_snapshot(count: int, origin: int) -> snapshot.Snapshot:
+    sites = [
+        snapshot.Site(
+            id=f"s{i}", organization="o1", name=f"site{i}", hostnames=[f"site{i}.bench.test"],
+            pools=[snapshot.Pool(name="default", backends=[snapshot.Backend(id=f"b{i}", address="127.0.0.1", port=origin)])],
+            health_check=snapshot.HealthCheck(enabled=False),
+        )
+        for i in range(count)
+    ]
+    return snapshot.Snapshot(version=1, sites=sites)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--processes", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "worker_throughput.json"))
+    args = ap.parse_args()
+    if not shutil.which("wrk") or not shutil.which("nginx"):
+        raise SystemExit("needs wrk and nginx (apt-get install wrk nginx-light)")
+
+    work = Path(tempfile.mkdtemp(prefix="portico-bench-"))
+    work.chmod(0o755)  # nginx's workers run as an unprivileged user and must read www/
+    (work / "www").mkdir()
+    (work / "www" / "index.html").write_bytes(b"x" * 612)  # the 612-byte file of DESIGN.md's measurements
+    origin, nginx_proxy, mitm_port = free_port(), free_port(), free_port()
+    (work / "nginx.conf").write_text(NGINX_CONF.format(dir=work, origin=origin, proxy=nginx_proxy))
+    procs = {"nginx": spawn(["nginx", "-c", str(work / "nginx.conf")], env=os.environ.copy(), log=work / "nginx.log")}
+    mitmdump = str(Path(PY).parent / "mitmdump")
+    procs["mitmdump"] = spawn([mitmdump, "-q", "--mode", f"reverse:http://127.0.0.1:{origin}@127.0.0.1:{mitm_port}"],
+                              env=os.environ.copy(), log=work / "mitmdump.log")
+
+    snap_path = work / "snapshot.json"
+    snap_path.write_bytes(snapshot.encode(site_snapshot(1000, origin)))
+    workers = {}
+    for n in (1, args.processes):
+        http = free_port()
+        procs[f"worker{n}"] = spawn([PY, "-m", "proxyworker", "--snapshot", str(snap_path), "--http-port", str(http),
+                                     "--https-port", str(free_port()), "--processes", str(n), "--listen-host", "127.0.0.1"],
+                                    env=os.environ.copy(), log=work / f"worker{n}.log")
+        workers[n] = http
+
+    def up(port: int) -> bool:
+        import socket
+
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    for port in (origin, nginx_proxy, mitm_port, *workers.values()):
+        wait_for(lambda p=port: up(p), timeout=30, what=f"port {port}")
+    time.sleep(2)  # let every worker process load the 1,000-site snapshot
+
+    targets = {
+        "nginx direct (no proxy)": (f"http://127.0.0.1:{origin}/index.html", None),
+        "nginx reverse proxy": (f"http://127.0.0.1:{nginx_proxy}/index.html", None),
+        "stock mitmdump reverse": (f"http://127.0.0.1:{mitm_port}/index.html", None),
+        "portico worker, 1 process": (f"http://127.0.0.1:{workers[1]}/index.html", "site7.bench.test"),
+        f"portico worker, {args.processes} processes": (f"http://127.0.0.1:{workers[args.processes]}/index.html",
+                                                        "site7.bench.test"),
+    }
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict]] = {name: [] for name in targets}
+    try:
+        for name, (url, host) in targets.items():  # warm-up
+            wrk(url, threads=2, conns=32, duration=2, host=host)
+        for _ in range(args.rounds):
+            for name, (url, host) in targets.items():
+                runs[name].append(wrk(url, threads=2, conns=32, duration=args.duration, host=host))
+        latency = {
+            name: statistics.median(wrk(url, threads=1, conns=1, duration=5, host=host)["p50_ms"] for _ in range(args.rounds))
+            for name, (url, host) in targets.items()
+            if name in ("nginx direct (no proxy)", "portico worker, 1 process")
+        }
+        worker_pids = children(procs[f"worker{args.processes}"].pid) or [procs[f"worker{args.processes}"].pid]
+        one_pid = procs["worker1"].pid
+        rss = {"1 process": rss_mb(one_pid), f"{args.processes} processes, each": [rss_mb(p) for p in worker_pids]}
+    finally:
+        for p in procs.values():
+            stop(p)
+
+    summary = {name: {"rps_median": statistics.median(r["rps"] for r in rs), "rps_runs": [r["rps"] for r in rs],
+                      "errors": sum(r["non_2xx"] + r["socket_errors"] for r in rs)} for name, rs in runs.items()}
+    mitm = summary["stock mitmdump reverse"]["rps_median"]
+    nginx = summary["nginx reverse proxy"]["rps_median"]
+    one = summary["portico worker, 1 process"]["rps_median"]
+    many = summary[f"portico worker, {args.processes} processes"]["rps_median"]
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{os.cpu_count()} cores, {os.uname().release}",
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "wrk": f"-t2 -c32 -d{args.duration}s, {args.rounds} alternating rounds, 612-byte file, 1,000 sites loaded",
+        "throughput": summary,
+        "ratios": {
+            "worker_1_process_vs_stock_mitmdump": round(one / mitm, 2),
+            f"worker_{args.processes}_processes_vs_1": round(many / one, 2),
+            "worker_1_process_vs_nginx_proxy": round(one / nginx, 3),
+        },
+        "p50_latency_one_connection_ms": latency,
+        "added_p50_ms": round(latency["portico worker, 1 process"] - latency["nginx direct (no proxy)"], 3),
+        "rss_mb_with_1000_sites": rss,
+    }
+    print(json.dumps(result, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
