@@ -63,7 +63,7 @@ def _certificate(org, names: list[str], *, status=Certificate.Status.ISSUED, day
 
 
 @pytest.fixture
-def platform(cast) -> SimpleNamespace:
+def two_tenants(cast) -> SimpleNamespace:
     """Two tenants' worth of configuration, made through the services as people would."""
     acme, globex, editor = cast.org, cast.other_org, cast.editor
     # Acme's defaults: every Acme site caches for a minute, has an org-wide rate limit and a header.
@@ -141,7 +141,7 @@ def _by_name(snap: snapshot.Snapshot) -> dict[str, snapshot.Site]:
     return {s.name: s for s in snap.sites}
 
 
-def test_snapshot_satisfies_the_contract_and_round_trips(platform):
+def test_snapshot_satisfies_the_contract_and_round_trips(two_tenants):
     snap = _compile(7)
     snapshot.validate(snap)
     body = snapshot.encode(snap)
@@ -149,7 +149,7 @@ def test_snapshot_satisfies_the_contract_and_round_trips(platform):
     assert snap.version == 7 and snap.schema == snapshot.SCHEMA
 
 
-def test_a_signed_snapshot_verifies_with_the_fleet_key(platform):
+def test_a_signed_snapshot_verifies_with_the_fleet_key(two_tenants):
     snap = _compile(3)
     envelope = snapshot.decode_envelope(snapshot.encode_envelope(snapshot.sign(snap, fleet_key())))
     assert snapshot.verify(envelope, fleet_key()) == snap
@@ -157,7 +157,7 @@ def test_a_signed_snapshot_verifies_with_the_fleet_key(platform):
         snapshot.verify(envelope, snapshot.FleetKey("another-fleet-secret-0123456789"))
 
 
-def test_active_sites_of_every_tenant_are_compiled_and_paused_ones_left_out(cast, platform):
+def test_active_sites_of_every_tenant_are_compiled_and_paused_ones_left_out(cast, two_tenants):
     sites = _by_name(_compile())
     assert set(sites) == {"Shop", "Docs", "Portal"}
     assert sites["Shop"].organization == str(cast.org.pk)
@@ -166,7 +166,7 @@ def test_active_sites_of_every_tenant_are_compiled_and_paused_ones_left_out(cast
     assert sites["Portal"].hostnames == ["*.globex.test", "globex.test"]
 
 
-def test_pools_routes_and_backends(platform):
+def test_pools_routes_and_backends(two_tenants):
     shop = _by_name(_compile())["Shop"]
     pools = {p.name: p for p in shop.pools}
     assert list(pools) == ["api", "default"]
@@ -181,7 +181,7 @@ def test_pools_routes_and_backends(platform):
     assert (shop.balancing, shop.sticky_cookie) == ("weighted_round_robin", "srv")
 
 
-def test_health_check_and_https_settings(platform):
+def test_health_check_and_https_settings(two_tenants):
     sites = _by_name(_compile())
     shop, docs = sites["Shop"], sites["Docs"]
     assert (shop.health_check.path, shop.health_check.expected_status) == ("/healthz", [200, 204])
@@ -190,13 +190,13 @@ def test_health_check_and_https_settings(platform):
     assert not docs.force_https and docs.hsts is None
 
 
-def test_a_site_without_backends_still_compiles_with_an_empty_pool(platform):
+def test_a_site_without_backends_still_compiles_with_an_empty_pool(two_tenants):
     docs = _by_name(_compile())["Docs"]
     assert docs.pools == [snapshot.Pool(name="default", backends=[])]
     assert docs.routes == [snapshot.Route(path_prefix="/", pool="default")]
 
 
-def test_site_cache_policy_replaces_the_org_default_and_rate_limits_add_up(platform):
+def test_site_cache_policy_replaces_the_org_default_and_rate_limits_add_up(two_tenants):
     sites = _by_name(_compile())
     shop, docs = sites["Shop"].policies, sites["Docs"].policies
     assert shop.cache.default_ttl == 300
@@ -207,52 +207,52 @@ def test_site_cache_policy_replaces_the_org_default_and_rate_limits_add_up(platf
     assert shop.waf is None  # disabled policies are left out
 
 
-def test_one_tenants_defaults_never_reach_another_tenant(platform):
+def test_one_tenants_defaults_never_reach_another_tenant(two_tenants):
     portal = _by_name(_compile())["Portal"].policies
     assert portal.cache is None and portal.rate_limits == [] and portal.headers == []
     assert portal.ip_rules.deny == ["203.0.113.0/24"]
     assert portal.waf.managed == {"sqli": "block"}
 
 
-def test_an_issued_certificate_is_included_with_its_key_encrypted_for_the_fleet(platform):
+def test_an_issued_certificate_is_included_with_its_key_encrypted_for_the_fleet(two_tenants):
     snap = _compile()
     (cert,) = snap.certificates
-    assert cert.id == str(platform.shop_cert.id)
+    assert cert.id == str(two_tenants.shop_cert.id)
     assert cert.hostnames == ["shop.acme.test", "www.acme.test"]
     assert cert.key_pem is None
-    assert fleet_key().decrypt_key(cert.id, cert.key_enc) == platform.shop_key
+    assert fleet_key().decrypt_key(cert.id, cert.key_enc) == two_tenants.shop_key
     assert "BEGIN CERTIFICATE" in cert.chain_pem
     assert b"PRIVATE KEY" not in snapshot.encode(snap)
 
 
-def test_another_tenants_certificate_is_never_served_for_our_hostname(cast, platform):
+def test_another_tenants_certificate_is_never_served_for_our_hostname(cast, two_tenants):
     """Globex uploads a newer certificate naming Acme's hostnames: it serves only Globex's own."""
     intruder, _ = _certificate(cast.other_org, ["shop.acme.test", "docs.acme.test", "globex.test"], days_left=80)
     listed = {c.id: c.hostnames for c in _compile().certificates}
     assert listed == {
         str(intruder.id): ["globex.test"],
-        str(platform.shop_cert.id): ["shop.acme.test", "www.acme.test"],
+        str(two_tenants.shop_cert.id): ["shop.acme.test", "www.acme.test"],
     }
 
 
-def test_the_newest_certificate_wins_each_name_and_lists_only_the_names_it_wins(cast, platform):
+def test_the_newest_certificate_wins_each_name_and_lists_only_the_names_it_wins(cast, two_tenants):
     renewal, _ = _certificate(cast.org, ["shop.acme.test"], days_left=89)
     snap = _compile()
     assert [(c.id, c.hostnames) for c in snap.certificates] == [
         (str(renewal.id), ["shop.acme.test"]),
-        (str(platform.shop_cert.id), ["www.acme.test"]),
+        (str(two_tenants.shop_cert.id), ["www.acme.test"]),
     ]
 
 
-def test_compiling_twice_gives_the_same_content(platform):
+def test_compiling_twice_gives_the_same_content(two_tenants):
     first, second = _compile(1), _compile(2)
     assert content_hash(first) == content_hash(second)
     assert msgspec.structs.replace(first, version=0, generated_at=0) == msgspec.structs.replace(second, version=0, generated_at=0)
 
 
-def test_a_change_changes_the_content_hash(cast, platform):
+def test_a_change_changes_the_content_hash(cast, two_tenants):
     before = content_hash(_compile())
-    edge.backend_update(actor=cast.editor, org=cast.org, backend=platform.shop.backends.get(address="10.0.0.1"), weight=4)
+    edge.backend_update(actor=cast.editor, org=cast.org, backend=two_tenants.shop.backends.get(address="10.0.0.1"), weight=4)
     assert content_hash(_compile()) != before
 
 
