@@ -24,7 +24,7 @@ import pytest
 # owner/editor/viewer/outsider cast, shared rather than copied.
 from tests.e2e.conftest import broker, control_celery, node_factory, platform_env  # noqa: F401
 from tests.e2e.processes import wait_for
-from tests.platform.conftest import _fast_password_hashing, actor_named, cast  # noqa: F401
+from tests.platform.conftest import _fast_password_hashing, actor_named, cast, db_state  # noqa: F401
 
 from .challenge_front import ChallengeFront
 from .pebble import Pebble
