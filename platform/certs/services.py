@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from audit.services import record
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from fleet.publisher import publish_on_commit
 from tenancy.access import Actor, ensure_in_org, require
@@ -393,7 +394,9 @@ def renew(certificate: Certificate, *, actor: Actor = RENEWAL_ACTOR) -> Certific
         old = Certificate.objects.select_for_update().select_related("organization").filter(pk=certificate.pk).first()
         if old is None or old.status != Certificate.Status.ISSUED or old.source == Certificate.Source.UPLOADED:
             return None
-        if old.renewals.filter(status__in=Certificate.IN_FLIGHT).exists():
+        # One renewal at a time: under way, or failed and waiting for its own retry (backoff).
+        waiting = Q(status=Certificate.Status.FAILED, next_attempt_at__isnull=False)
+        if old.renewals.filter(Q(status__in=Certificate.IN_FLIGHT) | waiting).exists():
             return None
         names = [n for n in old.hostnames if Hostname.objects.filter(organization=old.organization, name=n).exists()]
         if not names:

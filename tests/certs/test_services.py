@@ -201,6 +201,9 @@ def test_renewal_of_an_acme_certificate_starts_one_order_while_the_old_one_is_se
     old.refresh_from_db()
     assert old.status == Certificate.Status.ISSUED
     assert services.renew_due() == []  # never two orders for one name
+    Certificate.objects.filter(pk=new.pk).update(status=Certificate.Status.FAILED, next_attempt_at=now + dt.timedelta(hours=1))
+    InFlightName.objects.all().delete()
+    assert services.renew_due() == []  # a failed renewal retries on its own schedule
 
 
 def test_expiry_is_warned_in_the_audit_log_once_per_threshold(cast):
