@@ -28,6 +28,7 @@ import os
 import re
 from typing import Annotated, Literal
 
+import idna
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -279,18 +280,23 @@ def normalize_hostname(name: str) -> str:
         raise ValueError("A hostname is required.")
     wildcard = name.startswith("*.")
     rest = name[2:] if wildcard else name
-    try:
-        ascii_name = rest.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise ValueError(f"'{name}' is not a valid hostname ({exc}).") from None
+    if "*" in rest:
+        raise ValueError("A wildcard is only allowed as the whole first label, as in *.example.com.")
+    if rest.isascii():
+        ascii_name = rest
+    else:
+        # IDNA 2008 with UTS #46 mapping, as browsers send it: 'straße' stays 'xn--strae-oqa'
+        # (Python's built-in 'idna' codec is IDNA 2003 and would turn it into 'strasse').
+        try:
+            ascii_name = idna.encode(rest, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(f"'{name}' is not a valid hostname ({exc}).") from None
     if len(ascii_name) > 253:
         raise ValueError(f"'{name}' is longer than 253 characters.")
     labels = ascii_name.split(".")
     for label in labels:
         if not _LABEL.match(label):
             raise ValueError(f"'{name}' is not a valid hostname: bad label '{label}'.")
-    if "*" in rest:
-        raise ValueError("A wildcard is only allowed as the whole first label, as in *.example.com.")
     if wildcard and len(labels) < 2:
         raise ValueError("A wildcard needs at least two labels after it, as in *.example.com.")
     if all(label.isdigit() for label in labels):
