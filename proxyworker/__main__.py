@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mitmproxy.utils import human
+
 from proxyworker.server import Settings, serve
 
 
@@ -31,6 +33,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds to wait for a backend's response")
     p.add_argument("--stream-bodies-over", default="1m", help="stream bodies larger than this instead of buffering")
     p.add_argument("--drain-seconds", type=float, default=5.0, help="on SIGTERM, wait this long for open connections")
+    p.add_argument(
+        "--ratelimit-file", default=None, help="shared token-bucket file (default: /dev/shm/portico-ratelimit-<id>)"
+    )
+    p.add_argument("--cache-dir", default=None, help="response cache shared by the node's processes (default <snapshot dir>/cache)")
+    p.add_argument("--cache-max-bytes", type=human.parse_size, default="1g", help="cache size on disk (LRU eviction), e.g. 512m")
+    p.add_argument("--cache-memory-bytes", type=human.parse_size, default="64m", help="hot cache entries kept in each process")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     a = p.parse_args(argv)
     return Settings(
@@ -51,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         stream_bodies_over=a.stream_bodies_over,
         drain_seconds=a.drain_seconds,
         log_level=a.log_level,
+        cache_dir=a.cache_dir,
+        cache_max_bytes=a.cache_max_bytes,
+        cache_memory_bytes=a.cache_memory_bytes,
+        ratelimit_file=a.ratelimit_file,
     )
 
 

@@ -12,9 +12,12 @@ from mitmproxy import http
 
 _REASONS = {
     400: ("Bad Request", "The request could not be understood."),
+    401: ("Unauthorized", "This site needs a user name and password."),
+    403: ("Forbidden", "This request is not allowed on this site."),
     404: ("Not Found", "No site is configured for this hostname."),
     413: ("Content Too Large", "The request body is larger than this site accepts."),
     421: ("Misdirected Request", "This connection cannot serve the requested hostname."),
+    429: ("Too Many Requests", "Too many requests from this client; try again later."),
     431: ("Request Header Fields Too Large", "The request headers are too large."),
     502: ("Bad Gateway", "The origin server could not be reached."),
     503: ("Service Unavailable", "No healthy origin server is available for this site right now."),

@@ -25,6 +25,7 @@ from OpenSSL import SSL
 
 from proxyworker import snapshot as snap
 from proxyworker.balancer import BackendState, PassivePolicy, Pool
+from proxyworker.filtering import compile_filters
 from proxyworker.upstream import make_client_ssl, make_upstream_tls
 
 # Modern server ciphers for TLS 1.2 (TLS 1.3 suites are always on in OpenSSL 3).
@@ -189,6 +190,7 @@ def compile_snapshot(
                 states.append(state)
             pools[pool.name] = Pool(pool.name, states, site.balancing, passive)
         table = SiteTable(site, pools)
+        table.extra["filters"] = compile_filters(site)  # IP rules, auth, rate limits, WAF, header rules
         t.sites.append(table)
         for host in site.hostnames:
             parent = _wildcard_parent(host)

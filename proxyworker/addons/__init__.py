@@ -11,16 +11,23 @@ Later issues add their addons at the marked places.
 
 from __future__ import annotations
 
+from proxyworker.addons.access import Access
 from proxyworker.addons.acme import AcmeChallenges
 from proxyworker.addons.balancer import Balancer
+from proxyworker.addons.cache import Cache, CacheWriter
+from proxyworker.addons.compress import Compress
+from proxyworker.addons.header_rules import HeaderRules
 from proxyworker.addons.headers import ForwardingHeaders
 from proxyworker.addons.limits import Limits
+from proxyworker.addons.ratelimit import RateLimiter
 from proxyworker.addons.router import Router
 from proxyworker.addons.tls import TlsTermination
+from proxyworker.addons.waf import WebFirewall
 from proxyworker.tables import Live
 
 
-def portico_addons(live: Live, settings) -> list:
+def portico_addons(live: Live, settings, metrics=None) -> list:
+    cache = Cache.from_settings(live, settings)
     return [
         TlsTermination(live),
         AcmeChallenges(live),
@@ -31,8 +38,14 @@ def portico_addons(live: Live, settings) -> list:
             idle_timeout=settings.idle_timeout,
             max_header_bytes=settings.max_header_bytes,
         ),
-        # access (IP rules, basic auth), ratelimit, waf, cache: later issues, in that order.
+        Access(),  # IP rules first, then basic auth
+        RateLimiter(settings.ratelimit_file),
+        WebFirewall(),
+        cache,  # hits are answered here, before a backend is chosen
         Balancer(live, connect_timeout=settings.connect_timeout, upstream_timeout=settings.upstream_timeout),
         ForwardingHeaders(),
-        # compress, metrics: later issues.
+        HeaderRules(),
+        Compress(),
+        CacheWriter(cache),  # after compression: stores each coding as its own variant
+        *([metrics] if metrics is not None else []),  # last: it reads what every other addon decided
     ]

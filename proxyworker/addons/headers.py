@@ -19,12 +19,21 @@ from proxyworker.tables import SiteTable
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
+def request_id_of(flow: http.HTTPFlow) -> str:
+    """The request's id, chosen once: the filtering addons quote it on their pages before this
+    addon runs."""
+    request_id = flow.metadata.get("portico.request_id")
+    if request_id is None:
+        incoming = flow.request.headers.get("x-request-id")
+        request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else os.urandom(16).hex()
+        flow.metadata["portico.request_id"] = request_id
+    return request_id
+
+
 class ForwardingHeaders:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        incoming = req.headers.get("x-request-id")
-        request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else os.urandom(16).hex()
-        flow.metadata["portico.request_id"] = request_id
+        request_id = request_id_of(flow)
         if flow.response or flow.error:
             return
         headers = req.headers

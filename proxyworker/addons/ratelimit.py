@@ -1,0 +1,99 @@
+"""Rate limiting: a token bucket per client (IP, or the value of a header such as an API key) per
+``RateLimit`` policy whose ``path_prefix`` matches, shared by every process of the node
+(``proxyworker.ratelimit.SharedBuckets``).
+
+A bucket holds ``requests + burst`` tokens and refills at ``requests / per_seconds`` per second;
+each request takes one. With ``action: block`` a request finding its bucket empty gets 429 and
+``Retry-After`` (seconds until the next token); with ``action: log`` it goes through and the
+worker logs it. Every answer of a limited path carries the IETF draft headers
+(draft-ietf-httpapi-ratelimit-headers): ``RateLimit-Limit`` (the bucket's size),
+``RateLimit-Remaining`` (whole tokens left), ``RateLimit-Reset`` (seconds until the bucket is full
+again) and ``RateLimit-Policy`` (``<requests>;w=<seconds>``). When several limits apply, the headers
+describe the one with the fewest tokens left. A header-keyed limit falls back to the client IP when
+the request lacks the header (a client cannot escape its limit by leaving the key out).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from mitmproxy import http
+
+from proxyworker import pages
+from proxyworker.addons.headers import request_id_of
+from proxyworker.filtering import SiteFilters, log_event
+from proxyworker.ratelimit import Limit, SharedBuckets, Verdict
+
+logger = logging.getLogger("proxyworker.ratelimit")
+
+
+class RateLimiter:
+    def __init__(self, buckets_path: str):
+        self.buckets = SharedBuckets(buckets_path)
+
+    def done(self) -> None:
+        self.buckets.close()
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error:
+            return
+        site = flow.metadata.get("portico.site")
+        if site is None:
+            return
+        filters: SiteFilters | None = site.extra.get("filters")
+        if filters is None or not filters.rate_limits:
+            return
+        path = flow.metadata.get("portico.client_path", flow.request.path)
+        now = time.monotonic()
+        shown: tuple[Limit, Verdict] | None = None
+        refused: tuple[Limit, Verdict] | None = None
+        for limit in filters.rate_limits:
+            if not path.startswith(limit.prefix):
+                continue
+            client = flow.request.headers.get(limit.header) if limit.header else None
+            key = limit.key_prefix + (b"h:" + client.encode() if client else b"ip:" + flow.client_conn.peername[0].encode())
+            verdict = self.buckets.take(key, limit.capacity, limit.rate, now)
+            if shown is None or verdict.remaining < shown[1].remaining:
+                shown = (limit, verdict)
+            if not verdict.allowed:
+                if limit.action == "block":
+                    if refused is None:
+                        refused = (limit, verdict)
+                else:
+                    request_id_of(flow)
+                    log_event(logger, logging.WARNING, "ratelimit", flow, action="log", rule=limit.name)
+                    flow.metadata.setdefault("portico.logged", []).append({"reason": "ratelimit", "rule": limit.name})
+        if shown is None:
+            return
+        if refused is not None:
+            limit, verdict = refused
+            headers = _headers(limit, verdict)
+            headers["retry-after"] = str(max(1, math.ceil(verdict.retry_after)))
+            request_id_of(flow)
+            flow.response = pages.error_response(429, None, headers)
+            flow.metadata["portico.local"] = True
+            flow.metadata["portico.blocked"] = {"reason": "ratelimit", "rule": limit.name}
+            log_event(logger, logging.WARNING, "ratelimit", flow, action="block", rule=limit.name, status=429)
+            return
+        flow.metadata["portico.ratelimit_headers"] = _headers(*shown)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        headers = flow.metadata.get("portico.ratelimit_headers")
+        if headers is not None and flow.response is not None:
+            flow.response.headers.update(headers)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        # A retried response replaced the one responseheaders saw (see the balancer).
+        if flow.metadata.get("portico.retried_on") is not None:
+            self.responseheaders(flow)
+
+
+def _headers(limit: Limit, verdict: Verdict) -> dict[str, str]:
+    return {
+        "ratelimit-limit": str(limit.limit),
+        "ratelimit-remaining": str(verdict.remaining),
+        "ratelimit-reset": str(math.ceil(verdict.reset)),
+        "ratelimit-policy": limit.policy,
+    }
