@@ -1,0 +1,223 @@
+"""Run the worker: an embedded mitmproxy Master with only the addons it needs, in N processes.
+
+Each process is one asyncio loop on one core. With ``processes > 1`` the parent forks the workers,
+restarts one that dies, and forwards SIGTERM/SIGINT; the workers bind with SO_REUSEPORT so the
+kernel spreads connections over them. Each worker polls the snapshot file itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+
+from mitmproxy import options
+from mitmproxy.addons import errorcheck, next_layer, proxyserver
+from mitmproxy.master import Master
+
+from proxyworker import patches, ratelimit
+from proxyworker.addons import portico_addons
+from proxyworker.addons.metrics import metrics_addon
+from proxyworker.health import HealthChecker
+from proxyworker.reloader import SnapshotWatcher
+from proxyworker.tables import Live
+
+logger = logging.getLogger("proxyworker")
+
+# mitmproxy listens in reverse mode towards a placeholder; the balancer sets the real destination
+# of every request. One such listener serves plain HTTP and TLS (the ClientHello is sniffed).
+PLACEHOLDER_UPSTREAM = "http://127.0.0.1:9"
+
+
+@dataclasses.dataclass
+class Settings:
+    snapshot: str
+    http_port: int = 8080
+    https_port: int = 8443
+    listen_host: str = ""
+    processes: int = 0  # 0: one per core
+    public_https_port: int | None = None  # port named in HTTP->HTTPS redirects; default https_port
+    status_file: str | None = None
+    poll_interval: float = 0.05
+    max_conns_per_ip: int = 256
+    max_header_bytes: int = 32 * 1024
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    connect_timeout: float = 5.0
+    upstream_timeout: float = 60.0
+    stream_bodies_over: str = "1m"
+    drain_seconds: float = 5.0
+    log_level: str = "warning"
+    cache_dir: str | None = None  # default: <snapshot dir>/cache, shared by the node's processes
+    cache_max_bytes: int = 1024**3
+    cache_memory_bytes: int = 64 * 1024**2  # hot entries kept in each process
+    metrics: bool = True  # count traffic, keep samples and ship them through the spool
+    ship_interval: float = 5.0
+    sample_every: int = 100  # keep 1 in N ordinary requests (every blocked or failed one)
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 0  # /metrics on admin_port + process slot; 0: off
+    access_log: str | None = None  # JSON lines to this file, or "-" for stdout
+    anonymize_ip: bool = False
+    ratelimit_file: str | None = None  # shared token buckets; default under /dev/shm
+
+    def __post_init__(self) -> None:
+        if self.public_https_port is None:
+            self.public_https_port = self.https_port
+        if self.processes <= 0:
+            self.processes = os.cpu_count() or 1
+        if self.ratelimit_file is None:
+            self.ratelimit_file = ratelimit.default_path(self.snapshot, self.http_port)
+
+
+def _modes(settings: Settings) -> list[str]:
+    host = settings.listen_host
+    ports = dict.fromkeys([settings.http_port, settings.https_port])
+    return [f"reverse:{PLACEHOLDER_UPSTREAM}@{host + ':' if host else ''}{port}" for port in ports]
+
+
+async def run_worker(settings: Settings, slot: int = 0) -> None:
+    """One worker process: serve until SIGTERM/SIGINT, then stop listening and drain."""
+    patches.apply(reuse_port=settings.processes > 1, max_header_bytes=settings.max_header_bytes)
+    live = Live()
+    health = HealthChecker()
+    watcher = SnapshotWatcher(settings.snapshot, live, health, settings.status_file, settings.poll_interval)
+
+    opts = options.Options(mode=_modes(settings), http2=True, websocket=True, rawtcp=False)
+    master = Master(opts)
+    master.addons.add(
+        proxyserver.Proxyserver(),
+        next_layer.NextLayer(),
+        errorcheck.ErrorCheck(),
+        *portico_addons(live, settings, metrics := metrics_addon(settings, live)),
+    )
+    opts.update(
+        connection_strategy="lazy",
+        keep_host_header=True,
+        stream_large_bodies=settings.stream_bodies_over or None,
+        validate_inbound_headers=True,
+    )
+
+    watcher.load_initial()
+    health.reconcile(live.tables)
+    watch_task = asyncio.create_task(watcher.run(), name="snapshot watcher")
+    if settings.admin_port and metrics is not None:
+        from proxyworker import admin
+
+        await admin.serve_admin(settings.admin_host, settings.admin_port + slot, admin.registry_for(metrics.recorder, live))
+
+    stopping = False
+
+    async def drain_and_stop() -> None:
+        ps = master.addons.get("proxyserver")
+        await ps.servers.update([])  # stop accepting; connections in flight finish
+        deadline = time.monotonic() + settings.drain_seconds
+        while ps.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        master.shutdown()
+
+    def on_signal() -> None:
+        nonlocal stopping
+        if stopping:
+            master.shutdown()
+            return
+        stopping = True
+        asyncio.ensure_future(drain_and_stop())
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await master.run()
+    finally:
+        watch_task.cancel()
+        health.stop()
+
+
+def _run_one(settings: Settings, slot: int = 0) -> int:
+    try:
+        asyncio.run(run_worker(settings, slot))
+    except OSError as exc:
+        logger.error("worker failed: %s", exc)
+        return 1
+    return 0
+
+
+def serve(settings: Settings) -> int:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s [worker {os.getpid()}] %(name)s: %(message)s",
+    )
+    # Fresh buckets for this run, created before the processes that share them start.
+    ratelimit.create(settings.ratelimit_file)
+    try:
+        if settings.processes == 1:
+            return _run_one(settings)
+        return _supervise(settings)
+    finally:
+        ratelimit.remove(settings.ratelimit_file)
+
+
+def _supervise(settings: Settings) -> int:
+    """Fork `processes` workers, restart any that dies, pass termination signals on."""
+    children: dict[int, float] = {}
+    slots: dict[int, int] = {}  # pid -> its slot (admin port offset), reused by its replacement
+    stopping = False
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            logging.getLogger().handlers[0].setFormatter(
+                logging.Formatter(f"%(asctime)s %(levelname)s [worker {os.getpid()}] %(name)s: %(message)s")
+            )
+            code = _run_one(settings, slot)
+            os._exit(code)
+        children[pid] = time.monotonic()
+        slots[pid] = slot
+
+    def stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for slot in range(settings.processes):
+        spawn(slot)
+    exit_code = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        started = children.pop(pid, None)
+        slot = slots.pop(pid, 0)
+        if started is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            continue
+        if time.monotonic() - started < 1.0 and code != 0:
+            # Dying at start-up (port taken, bad option): restarting would only loop.
+            logger.error("worker %d exited with %d at start-up; stopping", pid, code)
+            exit_code = code or 1
+            stop(signal.SIGTERM, None)
+            continue
+        logger.error("worker %d exited with %d; starting a new one", pid, code)
+        spawn(slot)
+    return exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run: python -m proxyworker --help")
