@@ -40,6 +40,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--cache-max-bytes", type=human.parse_size, default="1g", help="cache size on disk (LRU eviction), e.g. 512m")
     p.add_argument("--cache-memory-bytes", type=human.parse_size, default="64m", help="hot cache entries kept in each process")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--no-metrics", action="store_true", help="count no traffic, keep no samples, ship nothing")
+    p.add_argument("--ship-interval", type=float, default=5.0, help="seconds between traffic spool files")
+    p.add_argument("--sample-every", type=int, default=100, help="keep 1 in N ordinary requests for the inspector")
+    p.add_argument("--admin-port", type=int, default=0, help="Prometheus /metrics on this port + process slot; 0: off")
+    p.add_argument("--admin-host", default="127.0.0.1", help="address of the admin listener")
+    p.add_argument("--access-log", default=None, metavar="FILE|-", help="JSON access log lines to FILE, or - for stdout")
+    p.add_argument("--anonymize-ip", action="store_true", help="truncate client IPs (IPv4 /24, IPv6 /48) in logs and samples")
     a = p.parse_args(argv)
     return Settings(
         snapshot=a.snapshot,
@@ -59,6 +66,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         stream_bodies_over=a.stream_bodies_over,
         drain_seconds=a.drain_seconds,
         log_level=a.log_level,
+        metrics=not a.no_metrics,
+        ship_interval=a.ship_interval,
+        sample_every=a.sample_every,
+        admin_port=a.admin_port,
+        admin_host=a.admin_host,
+        access_log=a.access_log,
+        anonymize_ip=a.anonymize_ip,
         cache_dir=a.cache_dir,
         cache_max_bytes=a.cache_max_bytes,
         cache_memory_bytes=a.cache_memory_bytes,
