@@ -509,6 +509,8 @@ def policy_create(
     if not name.strip():
         raise ValidationError({"name": "A name is required."})
     normalized = validate_policy_settings(kind, settings)
+    if enabled:
+        _refuse_second_singular(org=org, site=site, kind=kind)
     policy = Policy.objects.create(
         organization=org, site=site, kind=kind, name=name.strip(), settings=normalized, enabled=enabled
     )
@@ -518,6 +520,24 @@ def policy_create(
     )
     publish_on_commit(f"policy {policy.name} created")
     return policy
+
+
+# A site (or an organization's defaults) has at most one enabled policy of these kinds: two cache
+# policies could only be resolved by an arbitrary rule. Rate limits, header rules and basic auth add up.
+SINGULAR_POLICY_KINDS = (Policy.Kind.CACHE, Policy.Kind.COMPRESSION, Policy.Kind.IP_RULES, Policy.Kind.WAF)
+
+
+def _refuse_second_singular(*, org: Organization, site: Site | None, kind: str, exclude: Any = None) -> None:
+    if kind not in SINGULAR_POLICY_KINDS:
+        return
+    others = Policy.objects.for_org(org).filter(site=site, kind=kind, enabled=True).exclude(pk=exclude)
+    other = others.first()
+    if other is not None:
+        where = f"site {site.name!r}" if site else "the organization's defaults"
+        raise ValidationError(
+            {"kind": f"{where} already has an enabled {Policy.Kind(kind).label.lower()} policy ({other.name!r}); "
+                     "edit that one, or disable it first."}
+        )
 
 
 @transaction.atomic
@@ -532,6 +552,8 @@ def policy_update(*, actor: Actor, org: Organization, policy: Policy, **fields: 
         fields["settings"] = validate_policy_settings(policy.kind, fields["settings"])
     if "name" in fields and not str(fields["name"]).strip():
         raise ValidationError({"name": "A name is required."})
+    if fields.get("enabled") and not policy.enabled:
+        _refuse_second_singular(org=org, site=policy.site, kind=policy.kind, exclude=policy.pk)
     for key, value in fields.items():
         setattr(policy, key, value)
     policy.save()

@@ -107,6 +107,13 @@ def membership_remove(*, actor: Actor, org: Organization, membership: Membership
             target=membership,
             before={"user": membership.user.email, "role": membership.role},
         )
+        # A person who leaves takes their API tokens with them: a token must not outlive the
+        # membership that allowed creating it.
+        tokens = ApiToken.objects.filter(organization=org, created_by_id=membership.user_id, revoked_at__isnull=True)
+        for token in tokens:
+            record(org=org, actor=actor, action="token.revoke", target=token,
+                   before={"name": token.name}, after={"reason": "creator left the organization"})
+        tokens.update(revoked_at=timezone.now())
         membership.delete()
 
 

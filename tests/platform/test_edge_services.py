@@ -422,7 +422,7 @@ def test_a_wildcard_hostname_is_allowed(cast):
         ("a..example.com", "not a valid hostname"),
         ("x" * 64 + ".example.com", "not a valid hostname"),
         (".".join(["abcdefghi"] * 26), "longer than 253"),
-        ("foo.*.example.com", "bad label"),
+        ("foo.*.example.com", "only allowed as the whole first label"),
         ("*.com", "at least two labels"),
         ("192.0.2.1", "IP address"),
         ("https://example.com", "bad label"),
@@ -561,3 +561,28 @@ def test_policy_settings_are_stored_normalized(cast):
     )
     assert policy.settings == {"requests": 10, "per_seconds": 60.0}
     assert Policy.objects.get(pk=policy.pk).site is None
+
+
+def test_a_second_enabled_cache_policy_on_a_site_is_refused(cast, shop):
+    with pytest.raises(ValidationError) as err:
+        services.policy_create(actor=cast.editor, org=cast.org, site=shop.site, kind="cache", name="other", settings={})
+    assert "already has an enabled caching policy ('cache')" in err.value.message_dict["kind"][0]
+    # rate limits add up: a second one is fine
+    services.policy_create(actor=cast.editor, org=cast.org, site=shop.site, kind="rate_limit", name="a", settings={"requests": 5})
+    services.policy_create(actor=cast.editor, org=cast.org, site=shop.site, kind="rate_limit", name="b", settings={"requests": 9})
+
+
+def test_enabling_a_disabled_duplicate_is_refused_until_the_other_is_disabled(cast, shop):
+    spare = services.policy_create(actor=cast.editor, org=cast.org, site=shop.site, kind="cache", name="spare",
+                                   settings={}, enabled=False)
+    with pytest.raises(ValidationError):
+        services.policy_update(actor=cast.editor, org=cast.org, policy=spare, enabled=True)
+    services.policy_update(actor=cast.editor, org=cast.org, policy=shop.policy, enabled=False)
+    services.policy_update(actor=cast.editor, org=cast.org, policy=spare, enabled=True)
+    assert Policy.objects.filter(site=shop.site, kind="cache", enabled=True).get().name == "spare"
+
+
+def test_an_org_default_and_a_site_policy_of_one_kind_coexist(cast, shop):
+    services.policy_create(actor=cast.editor, org=cast.org, kind="cache", name="default", settings={"default_ttl": 5})
+    with pytest.raises(ValidationError):
+        services.policy_create(actor=cast.editor, org=cast.org, kind="cache", name="default-2", settings={})

@@ -541,3 +541,19 @@ def test_two_owners_demoting_each_other_at_once_leave_one_owner(cast):
     assert len(outcome) == 1 and isinstance(outcome[0], ValidationError)
     assert Membership.objects.filter(organization=cast.org, role=Role.OWNER).count() == 1
     assert verify_chain(cast.org) == []
+
+
+def test_a_member_who_leaves_takes_their_tokens_with_them(cast):
+    admin = Membership.objects.get(organization=cast.org, user=cast.admin.user)
+    token, raw = services.token_create(actor=cast.admin, org=cast.org, name="ci", scope=TokenScope.WRITE)
+    kept, kept_raw = services.token_create(actor=cast.owner, org=cast.org, name="owner's", scope=TokenScope.READ)
+    assert services.token_authenticate(raw) is not None
+
+    services.membership_remove(actor=cast.owner, org=cast.org, membership=admin)
+
+    assert services.token_authenticate(raw) is None
+    assert services.token_authenticate(kept_raw) is not None
+    revoke = AuditEvent.objects.get(organization=cast.org, action="token.revoke")
+    assert revoke.target_id == str(token.pk)
+    assert revoke.changes["reason"] == [None, "creator left the organization"]
+    assert verify_chain(cast.org) == []

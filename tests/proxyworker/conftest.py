@@ -300,7 +300,8 @@ class Worker:
         args = [sys.executable, "-m", "proxyworker", "--snapshot", self.snapshot_path,
                 "--http-port", str(self.http_port), "--https-port", str(self.https_port), "--listen-host", "127.0.0.1"]
         for k, v in self.options.items():
-            args += [f"--{k.replace('_', '-')}", str(v)]
+            flag = f"--{k.replace('_', '-')}"
+            args += [flag] if v is True else [flag, str(v)]  # True: a switch without a value
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
