@@ -2,7 +2,8 @@
 
 Fixtures (reusable by later issues' tests):
 
-- ``backend_factory(name=None, *, tls=None, status=200, delay=0.0, health_status=200, load=None)``
+- ``backend_factory(name=None, *, tls=None, status=200, delay=0.0, health_status=200, load=None,
+  headers=None, body=None, content_type="application/json", etag=None)``
   starts a small asyncio HTTP/1.1 server on a free port that answers who it is (``X-Backend`` header
   and a JSON body), counts hits, echoes WebSockets on ``/ws``, and can be stopped and restarted on
   the same port (``.stop()``, ``.start()``). ``.hits`` counts non-health requests; ``.requests``
@@ -83,8 +84,17 @@ class Backend:
     """A real HTTP/1.1 origin on 127.0.0.1 that reports who answered."""
 
     def __init__(self, name: str, *, tls: ssl.SSLContext | None = None, status: int = 200, delay: float = 0.0,
-                 health_status: int = 200, load: float | None = None, port: int | None = None):
+                 health_status: int = 200, load: float | None = None, port: int | None = None,
+                 headers: dict[str, str] | None = None, body: bytes | None = None,
+                 content_type: str = "application/json", etag: str | None = None):
         self.name = name
+        # Cache and compression tests: extra response headers (Cache-Control, Vary, Cache-Tag...),
+        # a fixed body, its type, and an ETag that makes a matching If-None-Match a 304.
+        self.headers = dict(headers or {})
+        self.body = body
+        self.content_type = content_type
+        self.etag = etag
+        self.not_modified = 0
         self.tls = tls
         self.status = status
         self.delay = delay
@@ -169,16 +179,25 @@ class Backend:
                     await asyncio.sleep(self.delay)
                 doc = {"backend": self.name, "method": method, "path": target, "headers": headers,
                        "body_length": len(body)}
-                extra = {"Server": "SecretOrigin/1.0", "X-Powered-By": "PHP/5.1", "X-Backend": self.name}
-                await self._send(writer, self.status, json.dumps(doc).encode(), extra)
+                extra = {"Server": "SecretOrigin/1.0", "X-Powered-By": "PHP/5.1", "X-Backend": self.name,
+                         **self.headers}
+                if self.etag is not None:
+                    extra["ETag"] = self.etag
+                    if headers.get("if-none-match") == self.etag:
+                        self.not_modified += 1
+                        await self._send(writer, 304, b"", extra)
+                        continue
+                payload = self.body if self.body is not None else json.dumps(doc).encode()
+                await self._send(writer, self.status, payload, extra, self.content_type)
                 if headers.get("connection", "").lower() == "close":
                     return
         finally:
             self._writers.discard(writer)
             writer.close()
 
-    async def _send(self, writer, status: int, body: bytes, extra: dict[str, str]) -> None:
-        lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}", "Content-Type: application/json"]
+    async def _send(self, writer, status: int, body: bytes, extra: dict[str, str],
+                    content_type: str = "application/json") -> None:
+        lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}", f"Content-Type: {content_type}"]
         lines += [f"{k}: {v}" for k, v in extra.items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         await writer.drain()
