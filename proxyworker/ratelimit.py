@@ -110,8 +110,12 @@ class SharedBuckets:
                 rank = -math.inf if fp == 0 or full_at <= now else updated
                 if rank < victim_rank:
                     victim, victim_rank = off, rank
-            if slot >= 0 and updated <= now:
-                tokens = min(capacity, tokens + (now - updated) * rate)
+            if slot >= 0:
+                # `now` was read before the lock: another process may have written a later time.
+                if now > updated:
+                    tokens = min(capacity, tokens + (now - updated) * rate)
+                else:
+                    now = updated
             else:
                 slot = slot if slot >= 0 else victim
                 tokens = capacity
