@@ -307,6 +307,35 @@ def normalize_hostname(name: str) -> str:
 # --- validation -------------------------------------------------------------------------------
 
 
+def validate_site(site: Site) -> None:
+    """The checks of one site on its own (the compiler uses it to leave out one bad site rather
+    than fail the whole platform's snapshot)."""
+    where = f"site {site.name!r} ({site.id})"
+    if not site.hostnames:
+        raise SnapshotError(f"{where}: no hostname")
+    for host in site.hostnames:
+        try:
+            if normalize_hostname(host) != host:
+                raise SnapshotError(f"{where}: hostname {host!r} is not normalized")
+        except ValueError as exc:
+            raise SnapshotError(f"{where}: {exc}") from None
+    pools = {p.name for p in site.pools}
+    if len(pools) != len(site.pools):
+        raise SnapshotError(f"{where}: duplicate pool name")
+    for route in site.routes:
+        if not route.path_prefix.startswith("/"):
+            raise SnapshotError(f"{where}: route prefix {route.path_prefix!r} must start with /")
+        if route.pool not in pools:
+            raise SnapshotError(f"{where}: route {route.path_prefix!r} names unknown pool {route.pool!r}")
+    for pool in site.pools:
+        for b in pool.backends:
+            if not _is_host(b.address):
+                raise SnapshotError(f"{where}: backend {b.id} address {b.address!r} is not a host")
+    if site.sticky_cookie is not None and not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", site.sticky_cookie):
+        raise SnapshotError(f"{where}: sticky cookie name {site.sticky_cookie!r} is invalid")
+    _validate_policies(site.policies, where)
+
+
 def validate(snap: Snapshot) -> None:
     """Semantic checks msgspec's type validation cannot express. Raises SnapshotError."""
     if snap.schema != SCHEMA:
@@ -318,32 +347,11 @@ def validate(snap: Snapshot) -> None:
         if site.id in seen_sites:
             raise SnapshotError(f"{where}: duplicate site id")
         seen_sites.add(site.id)
-        if not site.hostnames:
-            raise SnapshotError(f"{where}: no hostname")
+        validate_site(site)
         for host in site.hostnames:
-            try:
-                if normalize_hostname(host) != host:
-                    raise SnapshotError(f"{where}: hostname {host!r} is not normalized")
-            except ValueError as exc:
-                raise SnapshotError(f"{where}: {exc}") from None
             if host in seen_hosts:
                 raise SnapshotError(f"{where}: hostname {host!r} also belongs to site {seen_hosts[host]}")
             seen_hosts[host] = site.id
-        pools = {p.name for p in site.pools}
-        if len(pools) != len(site.pools):
-            raise SnapshotError(f"{where}: duplicate pool name")
-        for route in site.routes:
-            if not route.path_prefix.startswith("/"):
-                raise SnapshotError(f"{where}: route prefix {route.path_prefix!r} must start with /")
-            if route.pool not in pools:
-                raise SnapshotError(f"{where}: route {route.path_prefix!r} names unknown pool {route.pool!r}")
-        for pool in site.pools:
-            for b in pool.backends:
-                if not _is_host(b.address):
-                    raise SnapshotError(f"{where}: backend {b.id} address {b.address!r} is not a host")
-        if site.sticky_cookie is not None and not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", site.sticky_cookie):
-            raise SnapshotError(f"{where}: sticky cookie name {site.sticky_cookie!r} is invalid")
-        _validate_policies(site.policies, where)
     cert_ids = set()
     for cert in snap.certificates:
         if cert.id in cert_ids:

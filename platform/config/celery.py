@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import importlib
 import os
 
 from celery import Celery
 
-from . import paths  # noqa: F401  (the repository root, for proxyworker)
-import proxyworker.fsbroker  # noqa: F401,E402  registers the portico-fs:// transport
+from . import paths  # noqa: F401  the repository root, home of proxyworker, on sys.path
+
+# Registers the portico-fs:// transport; imported by name because it needs `paths` first.
+importlib.import_module("proxyworker.fsbroker")
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 

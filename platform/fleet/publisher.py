@@ -70,7 +70,8 @@ def publish(*, force: bool = False) -> ConfigVersion | None:
         latest = ConfigVersion.objects.order_by("-number").first()
         number = (latest.number if latest else 0) + 1
         started = time.perf_counter()
-        snap = compile_snapshot(version=number, fleet_key=fleet_key(), acme_challenges=current_challenges())
+        skipped: list[dict[str, str]] = []
+        snap = compile_snapshot(version=number, fleet_key=fleet_key(), acme_challenges=current_challenges(), skipped=skipped)
         compiled = time.perf_counter()
         digest = content_hash(snap)
         PublishState.objects.filter(pk=1).update(published=target)
@@ -84,7 +85,7 @@ def publish(*, force: bool = False) -> ConfigVersion | None:
             content_hash=digest,
             size=len(env.body),
             envelope=text,
-            changes=summarize_changes(latest, snap),
+            changes={**summarize_changes(latest, snap), **({"skipped": skipped} if skipped else {})},
         )
     sent = broadcast(version.number, text)
     log.info(
@@ -99,7 +100,10 @@ def summarize_changes(previous: ConfigVersion | None, snap: snapshot.Snapshot) -
     new = {s.id: s for s in snap.sites}
     if previous is None:
         return {"added": sorted(s.name for s in snap.sites), "removed": [], "changed": []}
-    old_snap = snapshot.decode(snapshot.decode_envelope(previous.envelope).body)
+    try:
+        old_snap = snapshot.decode(snapshot.decode_envelope(previous.envelope).body)
+    except snapshot.SnapshotError:  # written under an older contract: no summary, but never a failed publish
+        return {"added": sorted(s.name for s in snap.sites), "removed": [], "changed": [], "note": "previous version unreadable"}
     old = {s.id: s for s in old_snap.sites}
     return {
         "added": sorted(new[i].name for i in new.keys() - old.keys()),

@@ -260,3 +260,28 @@ def test_an_empty_platform_compiles(db):
     snap = _compile()
     assert (snap.sites, snap.certificates) == ([], [])
     snapshot.validate(snap)
+
+
+def test_one_tenants_broken_site_is_left_out_and_the_others_still_compile(cast, two_tenants):
+    from edge.models import Policy
+
+    # A row the services would never write (a hand edit, or an older contract): a rate of "lots".
+    shop = Site.objects.get(name="Shop")
+    Policy.objects.create(organization=cast.org, site=shop, kind="rate_limit", name="bad", settings={"requests": "lots"})
+    skipped: list[dict] = []
+    snap = compile_snapshot(version=1, fleet_key=fleet_key(), skipped=skipped)
+    assert {s.name for s in snap.sites} == {"Docs", "Portal"}
+    assert skipped[0]["name"] == "Shop" and "requests" in skipped[0]["reason"]
+    snapshot.validate(snap)
+
+
+def test_a_publish_records_the_sites_it_left_out(cast, two_tenants):
+    from edge.models import Policy
+    from fleet.publisher import publish
+
+    shop = Site.objects.get(name="Shop")
+    Policy.objects.filter(site=shop).delete()
+    Backend.objects.filter(site=shop).update(address="not a host")
+    version = publish(force=True)
+    assert [s["name"] for s in version.changes["skipped"]] == ["Shop"]
+    assert "not a host" in version.changes["skipped"][0]["reason"]
