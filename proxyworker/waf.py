@@ -45,10 +45,10 @@ _SQLI = [
     r"['\"`]\s*\)?\s*(?:or|and|xor|\|\||&&)\s+[\w'\"(]+?\s*(?:=|<>|<|>|\blike\b|\bis\b|\bin\b)",
     r"\b(?:or|and)\s+(\d+)\s*=\s*\1\b",  # or 1=1 without quotes
     r"\bunion(?:\s+|/\*.*?\*/)+(?:all(?:\s+|/\*.*?\*/)+|distinct(?:\s+|/\*.*?\*/)+)?select\b",
-    r"['\"`]\s*[;)]?\s*(?:--|#|/\*)",  # admin'-- : a quote, then a comment
+    r"['\"`]\s*[;)]?\s*(?:(?:--|#)[^\n]{0,3}(?:\n|$)|/\*)",  # admin'-- : a quote, then a comment to the end
     r";\s*(?:drop|truncate|alter)\s+(?:table|database|schema)\b",
     r";\s*(?:delete\s+from|insert\s+into|update\s+\w+\s+set|exec(?:ute)?\s+(?:xp_|sp_))",
-    r"\b(?:sleep|benchmark|pg_sleep|load_file|extractvalue|updatexml)\s*\(",
+    r"\b(?:sleep|benchmark|pg_sleep)\s*\(\s*\d|\b(?:load_file|extractvalue|updatexml)\s*\(",
     r"\bwaitfor\s+delay\s+['\"]",
     r"\binformation_schema\b|@@version\b|\bxp_cmdshell\b|\binto\s+(?:out|dump)file\b",
     r"\bselect\s+(?:\*\s+from\b|@@|null\s*,|(?:group_concat|concat|count|version|user|database|char)\s*\()",
@@ -69,7 +69,7 @@ _TRAVERSAL = [
 _SCANNERS = [
     r"\b(?:sqlmap|nikto|nmap|masscan|zgrab|nuclei|acunetix|netsparker|wpscan|dirbuster|gobuster|ffuf|wfuzz"
     r"|w3af|openvas|nessus|havij|jaeles|whatweb|zmeu|arachni|skipfish|commix|xsstrike|appscan|webinspect"
-    r"|morfeus|paros|dirb|feroxbuster|httpx-toolkit|zap)\b",
+    r"|morfeus|paros|dirb|feroxbuster|httpx-toolkit|zap)\b|fuzz faster u fool",
 ]
 
 
@@ -130,7 +130,8 @@ class RequestView:
         text = self._memo.get("managed")
         if text is None:
             path, _, query = self.client_path.partition("?")
-            text = unquote(path) + "\n" + unquote_plus(query)
+            # One line per parameter: patterns anchored at a value's end ("admin'--") see its end.
+            text = unquote(path) + "\n" + unquote_plus(query.replace("&", "\n"))
             if "%" in text:
                 text += "\n" + unquote(text)
             self._memo["managed"] = text
@@ -144,7 +145,9 @@ class RequestView:
         if not ctype.startswith(_BODY_TYPES):
             return ""
         text = req.raw_content[:BODY_BYTES].decode("utf-8", "replace")
-        return unquote_plus(text) if ctype.startswith("application/x-www-form-urlencoded") else text
+        if ctype.startswith("application/x-www-form-urlencoded"):
+            return unquote_plus(text.replace("&", "\n"))
+        return text
 
 
 class Condition:
