@@ -186,13 +186,28 @@ class Agent(ConsumerMixin):
 
     # --- purges --------------------------------------------------------------------------------
 
-    def handle_purge(self, body: dict) -> None:
-        """Hand a purge to the node's cache: a file in ``<snapshot dir>/purges`` it consumes."""
+    def handle_purge(self, body: dict) -> bool:
+        """Hand a purge to the node's cache: a file in ``<snapshot dir>/purges``. One proxy process
+        claims it, deletes what it covers and leaves a receipt in ``purges/done/``; only then is the
+        purge reported as done (``fleet.purged``). Returns whether it was applied."""
         folder = Path(self.snapshot_path).parent / "purges"
         folder.mkdir(exist_ok=True)
         name = f"{time.time_ns()}-{body.get('id', 'purge')}.json"
         snapshot.write_file_atomic(str(folder / name), json.dumps(body).encode())
+        if self.wait_for_proxy and not self._await_purge(folder / "done" / name):
+            log.error("purge %s not applied by the proxy within %.0f s", body.get("id"), APPLY_TIMEOUT)
+            return False
         self.send("fleet.purged", name=self.name, purge_id=body.get("id"))
+        return True
+
+    @staticmethod
+    def _await_purge(receipt: Path) -> bool:
+        deadline = time.monotonic() + APPLY_TIMEOUT
+        while time.monotonic() < deadline:
+            if receipt.exists():
+                return True
+            time.sleep(0.01)
+        return False
 
     # --- heartbeats ----------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from proxyworker.upstream import UpstreamError, fetch
 logger = logging.getLogger(__name__)
 
 HIT, MISS, STALE, BYPASS, REVALIDATED = "HIT", "MISS", "STALE", "BYPASS", "REVALIDATED"
+RECEIPT_SECONDS = 3600.0
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 # Never stored: per-request or per-connection fields, and what is recomputed on every answer.
@@ -378,11 +379,11 @@ class Cache:
                 if (resp.status_code >= 500 or flow.metadata.get("portico.local")) and self._may_serve_stale(entry):
                     self._serve_stale_instead(flow, p, entry)
                     return
+            if flow.request.method == "GET" and not flow.metadata.get("portico.local"):
+                self._store(flow, p, resp)
             if "cache-tag" in resp.headers:
                 del resp.headers["cache-tag"]  # the origin's tags are for purging, not for clients
             resp.headers["x-cache"] = MISS
-            if flow.request.method == "GET" and not flow.metadata.get("portico.local"):
-                self._store(flow, p, resp)
         finally:
             self._release(p)
 
@@ -548,8 +549,12 @@ class Cache:
 
     async def _watch_purges(self) -> None:
         done_dir = os.path.join(self.purge_dir, "done")
+        next_prune = 0.0
         while True:
             await asyncio.sleep(self.purge_poll)
+            if time.monotonic() > next_prune:
+                next_prune = time.monotonic() + 600
+                _prune(done_dir, RECEIPT_SECONDS)
             try:
                 names = sorted(n for n in os.listdir(self.purge_dir) if n.endswith(".json") and not n.startswith("."))
             except FileNotFoundError:
@@ -612,6 +617,21 @@ class Cache:
         if kind == "all":
             return self.store.delete_matching(lambda s, h, p, t: not sites or s in sites)
         raise ValueError(f"unknown purge kind {kind!r}")
+
+
+def _prune(folder: str, older_than: float) -> None:
+    """Receipts are read by the agent within seconds; keep an hour of them for people."""
+    limit = time.time() - older_than
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                try:
+                    if e.stat().st_mtime < limit:
+                        os.unlink(e.path)
+                except OSError:
+                    pass
+    except OSError:
+        pass
 
 
 class CacheWriter:

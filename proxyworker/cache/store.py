@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 MAGIC = b"PC1\n"
 META_VERSION = 1
-TOUCH_SECONDS = 10.0
+TOUCH_SECONDS = 1.0
 LOCK_SECONDS = 30.0  # a coalescing lock older than this belongs to a process that died
 
 _pack = msgspec.msgpack.Encoder().encode
