@@ -233,6 +233,8 @@ if env_str("PORTICO_SMTP_HOST"):
             },
         }
     }
+elif PRODUCTION:
+    raise ImproperlyConfigured("PORTICO_SMTP_HOST must be set in production: sign-up and invitations send email")
 else:
     MAILERS = {
         "default": {
@@ -318,7 +320,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.OrderingFilter",
+        "api.ordering.StrictOrderingFilter",
     ],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from config.settings import env_bool, env_int, env_list, env_secret
 from django.core.exceptions import ImproperlyConfigured
@@ -83,3 +88,31 @@ def test_env_secret_falls_back_to_the_default(monkeypatch):
 def test_env_secret_without_a_default_is_required():
     with pytest.raises(ImproperlyConfigured, match=f"{VAR} \\(or {VAR}_FILE\\) must be set"):
         env_secret(VAR)
+
+
+def _check_deploy(tmp_path, **extra) -> subprocess.CompletedProcess:
+    # the test run's own variables (DJANGO_ALLOW_ASYNC_UNSAFE for browser tests) are not a deployment's
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTICO_", "DJANGO_"))}
+    env.update(
+        PORTICO_PRODUCTION="true",
+        PORTICO_SECRET_KEY="a-long-production-secret-key-" + "x" * 40,
+        PORTICO_FLEET_KEY="a-production-fleet-key-0123456789",
+        PORTICO_DATA_KEY="a-production-data-key-0123456789",
+        PORTICO_VAR_DIR=str(tmp_path),
+    )
+    env.update(extra)
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                          cwd=root, env=env, capture_output=True, text=True)
+
+
+def test_production_mode_passes_check_deploy(tmp_path):
+    result = _check_deploy(tmp_path, PORTICO_SMTP_HOST="smtp.example.com")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_mode_refuses_to_start_without_its_secrets(tmp_path):
+    result = _check_deploy(tmp_path, PORTICO_SMTP_HOST="smtp.example.com", PORTICO_FLEET_KEY="")
+    assert result.returncode != 0
+    assert "PORTICO_FLEET_KEY" in result.stderr
