@@ -133,9 +133,7 @@ class PorticoSchema(AutoSchema):
             body = responses.pop("201")
             body["description"] = body.get("description") or "Accepted: stored and audited; the effect follows."
             responses[create_status] = body
-        codes = ["401", "403", "404", "429"]
-        if self.method in ("POST", "PUT", "PATCH") or not self._is_detail():
-            codes.append("400")  # a bad body, or on lists a bad filter
+        codes = ["400", "401", "403", "404", "429"]  # 400: a bad body, filter, parameter or header
         if self.method in _UNSAFE:
             codes.append("412")
         if self.method == "POST":

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
-from django.urls import include, path
+from django.http import JsonResponse
+from django.urls import Resolver404, include, path, re_path, resolve
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
@@ -49,6 +51,20 @@ site.register("hostnames", HostnameViewSet, basename="hostname")
 site.register("routes", RouteViewSet, basename="route")
 site.register("backends", BackendViewSet, basename="backend")
 
+@csrf_exempt  # it changes nothing; an API client should get this JSON, not a CSRF page
+def not_found(request, rest: str = ""):
+    """Any other URL under /api/: a JSON 404 (not the site's HTML page), with a hint when only the
+    trailing slash is missing."""
+    detail = "No such API endpoint: see /api/docs/."
+    if not request.path.endswith("/"):
+        try:
+            resolve(request.path + "/")
+            detail = f"No such API endpoint; did you mean {request.path}/ ?"
+        except Resolver404:
+            pass
+    return JsonResponse({"detail": detail}, status=404)
+
+
 urlpatterns = [
     path("v1/", include(platform.urls)),
     path("v1/orgs/<slug:org_slug>/", include(org.urls)),
@@ -56,4 +72,5 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its script as a file: the site's Content-Security-Policy forbids inline scripts.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema", template_name="api/swagger_ui.html"), name="docs"),
+    re_path(r"^(?P<rest>[\s\S]*)$", not_found),  # [\s\S]: paths may hold a (percent-encoded) newline
 ]

@@ -107,3 +107,33 @@ def test_a_body_that_is_not_json(cast):
 def test_a_bad_filter_value(cast):
     response = client_for(cast.acme.read_token).get(url("acme", "audit-events/"), {"since": "yesterday"})
     assert _error(response, "since")
+
+
+def test_a_route_without_a_path_prefix(cast, world):
+    response = client_for(cast.acme.write_token).post(url("acme", f"sites/{world.site.pk}/routes/"), {})
+    assert _error(response, "path_prefix") == "This field is required."
+
+
+def test_a_time_filter_far_from_utc(cast):
+    # Python accepts offsets up to ±23:59, Postgres only ±15:59: compared in UTC, it works.
+    response = client_for(cast.acme.read_token).get(url("acme", "audit-events/"), {"until": "0569-10-07T21:01:43+21:00"})
+    assert response.status_code == 200
+
+
+def test_settings_with_a_nul_character(cast):
+    body = {"kind": "headers", "name": "x", "settings": [{"direction": "response", "op": "set", "name": "X-A", "value": "a\u0000b"}]}
+    response = client_for(cast.acme.write_token).post(url("acme", "policies/"), body, format="json")
+    assert _error(response, "settings") == "Settings cannot contain NUL characters."
+
+
+def test_an_unknown_api_url_is_a_json_404(cast):
+    client = client_for(cast.acme.read_token)
+    response = client.get("/api/v1/orgs/acme/nothing-here/")
+    assert response.status_code == 404 and response.json() == {"detail": "No such API endpoint: see /api/docs/."}
+    assert client.post("/api/v1/orgs/acme%0A/sites/x/routes/", {}).json()["detail"].startswith("No such API endpoint")
+    assert client.get("/api/v1/orgs/acme/sites").json() == {"detail": "No such API endpoint; did you mean /api/v1/orgs/acme/sites/ ?"}
+
+
+def test_an_unknown_ordering_is_400(cast):
+    response = client_for(cast.acme.read_token).get(url("acme", "sites/"), {"ordering": "secret_field"})
+    assert _error(response, "ordering").startswith("Sort by one of: name, created_at")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 
 import django_filters
@@ -29,6 +30,18 @@ class AuditEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 time, compared in UTC: Postgres refuses offsets beyond ±15:59, Python allows ±23:59."""
+
+    def filter(self, qs, value):
+        if value is not None:
+            try:
+                value = value.astimezone(dt.UTC)
+            except OverflowError:
+                raise serializers.ValidationError({self.field_name: ["This time is out of range."]}) from None
+        return super().filter(qs, value)
+
+
 class AuditEventFilter(django_filters.FilterSet):
     actor = django_filters.CharFilter(
         method="filter_actor",
@@ -37,8 +50,8 @@ class AuditEventFilter(django_filters.FilterSet):
     action = django_filters.CharFilter(method="filter_action", help_text="e.g. site.create; site.* for every site action.")
     target = django_filters.CharFilter(method="filter_target", help_text="<type>:<id> (e.g. site:6f1c…) or just the id.")
     target_type = django_filters.CharFilter()
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", help_text="ISO 8601, inclusive.")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt", help_text="ISO 8601, exclusive.")
+    since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte", help_text="ISO 8601, inclusive.")
+    until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt", help_text="ISO 8601, exclusive.")
 
     class Meta:
         model = AuditEvent

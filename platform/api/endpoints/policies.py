@@ -23,6 +23,16 @@ POLICY_SETTINGS_SCHEMAS, POLICY_SETTINGS_COMPONENTS = msgspec.json.schema_compon
 POLICY_SETTINGS_COMPONENTS = {f"Policy{name}": schema for name, schema in POLICY_SETTINGS_COMPONENTS.items()}
 
 
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 @extend_schema_field(
     {
         "anyOf": POLICY_SETTINGS_SCHEMAS,
@@ -35,7 +45,12 @@ POLICY_SETTINGS_COMPONENTS = {f"Policy{name}": schema for name, schema in POLICY
     }
 )
 class PolicySettingsField(serializers.JSONField):
-    pass
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        # Postgres cannot store NUL in JSON text; no setting needs one.
+        if _has_nul(value):
+            raise serializers.ValidationError("Settings cannot contain NUL characters.")
+        return value
 
 
 def _redact_basic_auth(kind: str, settings):

@@ -176,6 +176,7 @@ class RouteSerializer(serializers.ModelSerializer):
         fields = ["id", "site", "path_prefix", "pool", "strip_prefix", "created_at"]
         read_only_fields = ["id", "site", "created_at"]
         validators: list = []  # the service words the duplicate-prefix error for people
+        extra_kwargs = {"path_prefix": {"required": True, "help_text": "Requests whose path starts with this, e.g. /api/."}}
 
 
 @extend_schema_view(
