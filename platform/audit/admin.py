@@ -3,13 +3,10 @@ from django.contrib import admin
 from .models import AuditEvent
 
 
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ("organization", "seq", "created_at", "actor_name", "action", "target_repr")
-    list_filter = ("action", "actor_kind")
-    search_fields = ("actor_name", "action", "target_repr", "request_id")
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Staff may look, not edit: every change to tenant data goes through a service, so that it is
+    validated, audited and published. The admin would bypass all three."""
 
-    # The log is append-only, even for staff.
     def has_add_permission(self, request):
         return False
 
@@ -18,3 +15,10 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("organization", "seq", "created_at", "actor_name", "action", "target_repr")
+    list_filter = ("action", "actor_kind")
+    search_fields = ("actor_name", "action", "target_repr", "request_id")
