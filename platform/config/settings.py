@@ -7,6 +7,7 @@ Kubernetes secrets are mounted.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -283,6 +284,16 @@ CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- Portico ------------------------------------------------------------------------------------
 AUDIT_RETENTION_DAYS = env_int("PORTICO_AUDIT_RETENTION_DAYS", 365)
+# SSRF guard: networks and names no tenant's backend may point at (cloud metadata, link-local,
+# unspecified, multicast). Loopback and private ranges stay allowed: origins often live there.
+BACKEND_DENY_NETWORKS = [
+    ipaddress.ip_network(n)
+    for n in env_list(
+        "PORTICO_BACKEND_DENY_NETWORKS",
+        "169.254.0.0/16,fe80::/10,0.0.0.0/8,::/128,224.0.0.0/4,ff00::/8,100.100.100.200/32,fd00:ec2::254/128",
+    )
+]
+BACKEND_DENY_HOSTNAMES = env_list("PORTICO_BACKEND_DENY_HOSTNAMES", "metadata.google.internal,metadata,instance-data")
 # Safety net for publishes that could not be enqueued (broker down): cheap when nothing is pending.
 CELERY_BEAT_SCHEDULE["fleet-publish-pending"] = {"task": "fleet.publish", "schedule": 10.0}
 CELERY_BEAT_SCHEDULE["audit-retention"] = {"task": "audit.tasks.apply_retention", "schedule": 3600.0}

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from audit.services import record
 from certs.services import ensure_certificates_on_commit
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.forms.models import model_to_dict
@@ -114,8 +115,12 @@ def _check_backend(backend: Backend) -> None:
         errors["address"] = f"{address!r} is not a host: give a hostname or IP address, without scheme or path."
     else:
         try:
-            ipaddress.ip_address(address.strip("[]"))
+            ip = ipaddress.ip_address(address.strip("[]"))
             backend.address = address.strip("[]")
+            refused = _refused_network(ip)
+            if refused:
+                errors["address"] = (f"{ip} is in {refused}, which backends may not use (cloud metadata and "
+                                     "link-local services); a platform admin can change PORTICO_BACKEND_DENY_NETWORKS.")
         except ValueError:
             if ":" in address:
                 errors["address"] = f"{address!r} is not a host: put the port in the port field."
@@ -124,6 +129,8 @@ def _check_backend(backend: Backend) -> None:
                     backend.address = snapshot.normalize_hostname(address)
                     if backend.address.startswith("*."):
                         errors["address"] = "A backend address cannot be a wildcard."
+                    elif backend.address in settings.BACKEND_DENY_HOSTNAMES:
+                        errors["address"] = f"{backend.address} is a cloud metadata service, which backends may not use."
                 except ValueError as exc:
                     errors["address"] = str(exc)
     if not 1 <= int(backend.port) <= 65535:
@@ -140,6 +147,18 @@ def _check_backend(backend: Backend) -> None:
         errors["ca_pem"] = "Paste the CA certificate in PEM form (-----BEGIN CERTIFICATE-----)."
     if errors:
         raise ValidationError(errors)
+
+
+def _refused_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """SSRF guard: the network in PORTICO_BACKEND_DENY_NETWORKS that ``ip`` falls in, if any.
+
+    A proxy that lets tenants name any origin would otherwise fetch cloud metadata (169.254.169.254)
+    or link-local services on the worker's own network for them.
+    """
+    for network in settings.BACKEND_DENY_NETWORKS:
+        if ip.version == network.version and ip in network:
+            return str(network)
+    return None
 
 
 def _wildcard_parent(name: str) -> str:

@@ -586,3 +586,15 @@ def test_an_org_default_and_a_site_policy_of_one_kind_coexist(cast, shop):
     services.policy_create(actor=cast.editor, org=cast.org, kind="cache", name="default", settings={"default_ttl": 5})
     with pytest.raises(ValidationError):
         services.policy_create(actor=cast.editor, org=cast.org, kind="cache", name="default-2", settings={})
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fe80::1", "[fe80::1]", "0.0.0.0", "metadata.google.internal"])
+def test_backends_may_not_point_at_metadata_or_link_local_addresses(cast, shop, address):
+    with pytest.raises(ValidationError) as err:
+        services.backend_create(actor=cast.editor, org=cast.org, site=shop.site, address=address, port=80)
+    assert "may not use" in err.value.message_dict["address"][0]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "192.168.1.10", "::1", "origin.internal"])
+def test_loopback_and_private_origins_stay_allowed(cast, shop, address):
+    services.backend_create(actor=cast.editor, org=cast.org, site=shop.site, address=address, port=80)
