@@ -29,7 +29,7 @@ from celery import Celery
 from kombu import Connection, Queue
 from kombu.mixins import ConsumerMixin
 
-from . import fsbroker, snapshot  # noqa: F401  (fsbroker registers portico-fs://)
+from . import fsbroker, shipping, snapshot  # noqa: F401  (fsbroker registers portico-fs://)
 
 log = logging.getLogger("portico.agent")
 
@@ -218,7 +218,32 @@ class Agent(ConsumerMixin):
     def start_heartbeats(self) -> threading.Thread:
         thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         thread.start()
+        threading.Thread(target=self._traffic_loop, name="traffic", daemon=True).start()
         return thread
+
+    # --- traffic: the proxy processes' counters, samples and backend health (see shipping.py) ---
+
+    def _traffic_loop(self) -> None:
+        collector = shipping.TrafficCollector(self.snapshot_path)
+        while not self._stop_heartbeat.wait(shipping.SHIP_SECONDS):
+            try:
+                self.ship_traffic(collector)
+            except Exception:  # a bad file must not stop shipping
+                log.exception("traffic shipping failed")
+
+    def ship_traffic(self, collector: shipping.TrafficCollector) -> bool:
+        """One ``traffic.ingest`` with everything the spool holds; its files go once it is sent."""
+        body = collector.collect()
+        if body is None:
+            return False
+        try:
+            self.control.send_task("traffic.ingest", kwargs={"worker": self.name, **body}, retry=True,
+                                   retry_policy={"max_retries": 2, "interval_start": 0.2})
+        except Exception as exc:  # the broker is down: the files wait for the next round
+            log.warning("could not send traffic: %s", exc)
+            return False
+        collector.commit()
+        return True
 
     def stop(self) -> None:
         self.should_stop = True
