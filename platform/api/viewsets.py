@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from django.db import models, transaction
 from django.http import Http404
 from edge.models import Site
-from rest_framework import status, viewsets
+from rest_framework import exceptions, status, viewsets
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from tenancy.access import Actor
@@ -88,7 +88,12 @@ class ApiViewSet(viewsets.GenericViewSet):
         self.format_kwarg = self.get_format_suffix(**kwargs)
         request.accepted_renderer, request.accepted_media_type = self.perform_content_negotiation(request)
         request.version, request.versioning_scheme = self.determine_version(request, *args, **kwargs)
-        self.perform_authentication(request)
+        try:
+            self.perform_authentication(request)
+        except exceptions.AuthenticationFailed:
+            # Counted against the client's address: guessing tokens is throttled too.
+            self.check_throttles(request)
+            raise
         self.check_throttles(request)
         if not is_authenticated(request):
             self.permission_denied(request)  # 401 with WWW-Authenticate

@@ -31,3 +31,9 @@ def test_the_throttle_comes_before_any_other_answer(cast, settings):
     client = client_for(cast.globex.read_token)
     assert client.get(url("acme", "sites/")).status_code == 404
     assert client.get(url("acme", "sites/")).status_code == 429
+
+
+def test_guessing_tokens_is_throttled_by_address(cast, settings):
+    settings.PORTICO_API_RATE = "2/min"
+    codes = [client_for(f"pt_guess{i}_secret").get(url("acme", "sites/")).status_code for i in range(3)]
+    assert codes == [401, 401, 429]
