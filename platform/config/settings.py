@@ -96,6 +96,7 @@ INSTALLED_APPS = [
     "fleet",
     "traffic",
     "api",
+    "advisor",
     "frontend",
     # after frontend, so the dashboard's templates override allauth's
     "allauth",
@@ -296,6 +297,7 @@ BACKEND_DENY_NETWORKS = [
 BACKEND_DENY_HOSTNAMES = env_list("PORTICO_BACKEND_DENY_HOSTNAMES", "metadata.google.internal,metadata,instance-data")
 # Safety net for publishes that could not be enqueued (broker down): cheap when nothing is pending.
 CELERY_BEAT_SCHEDULE["fleet-publish-pending"] = {"task": "fleet.publish", "schedule": 10.0}
+CELERY_BEAT_SCHEDULE["security-checkup"] = {"task": "advisor.checkup_all", "schedule": 24 * 3600.0}
 CELERY_BEAT_SCHEDULE["audit-retention"] = {"task": "audit.tasks.apply_retention", "schedule": 3600.0}
 
 # --- Certificates -------------------------------------------------------------------------------
@@ -369,3 +371,14 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("PORTICO_LOG_LEVEL", "INFO")},
 }
+
+# --- Traffic (metrics, inspector, alerts) ----------------------------------------------------------
+TRAFFIC_MINUTE_HOURS = env_int("PORTICO_TRAFFIC_MINUTE_HOURS", 48)  # minute rollups; then hours only
+TRAFFIC_RETENTION_DAYS = env_int("PORTICO_TRAFFIC_RETENTION_DAYS", 30)  # hourly rollups
+TRAFFIC_SAMPLE_DAYS = env_int("PORTICO_TRAFFIC_SAMPLE_DAYS", 7)  # inspector samples
+# /metrics (Prometheus) on the platform: open from loopback; from elsewhere only with
+# "Authorization: Bearer <PORTICO_METRICS_TOKEN>". Empty token: loopback only.
+METRICS_TOKEN = env_str("PORTICO_METRICS_TOKEN", "")
+CELERY_BEAT_SCHEDULE["traffic-downsample"] = {"task": "traffic.downsample", "schedule": 300.0}
+CELERY_BEAT_SCHEDULE["traffic-retention"] = {"task": "traffic.apply_retention", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["traffic-alerts"] = {"task": "traffic.evaluate_alerts", "schedule": 30.0}
