@@ -42,8 +42,10 @@ def _point_celery_at(app, url: str, options: dict) -> None:
     # With Django's CELERY_ namespace the prefixed keys win over broker_url: set both.
     app.conf.update(broker_url=url, CELERY_BROKER_URL=url, broker_transport_options=options,
                     CELERY_BROKER_TRANSPORT_OPTIONS=options)
-    app.close()
-    app._pool = None
+    # Not app.close(): it also unregisters the app, and shared tasks imported later would not find it.
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
     app.amqp._producer_pool = None
 
 
