@@ -10,6 +10,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from edge import services
 from edge.models import Backend, Hostname, Policy, Route, Site
+from traffic.selectors import backends_with_health
 
 from ..certificate_status import certificates_by_hostname
 from ..forms import (
@@ -110,7 +111,7 @@ class SiteMixin(OrgView):
             "frontend/sites/detail.html",
             site=site,
             hostnames=self.scoped(Hostname).filter(site=site),
-            backends=self.scoped(Backend).filter(site=site),
+            backends=backends_with_health(site, self.scoped(Backend).filter(site=site)),
             routes=self.scoped(Route).filter(site=site),
             policies=policies,
             sections=sections,
@@ -137,7 +138,7 @@ class SiteLiveView(SiteMixin):
         return self.page(
             "frontend/sites/_live.html",
             site=self.site,
-            backends=self.scoped(Backend).filter(site=self.site),
+            backends=backends_with_health(self.site, self.scoped(Backend).filter(site=self.site)),
             rollout=current_rollout(),
         )
 

@@ -127,3 +127,12 @@ def backend_health(site) -> dict[str, BackendView]:
         v.workers.append({"worker": online[h.worker_id], "up": h.up, "since": h.since.isoformat(),
                           "processes_up": h.processes_up, "processes": h.processes})
     return views
+
+
+def backends_with_health(site, backends) -> list:
+    """The site's backends, each with ``.health`` (a BackendView, or None before any report)."""
+    views = backend_health(site)
+    out = list(backends)
+    for b in out:
+        b.health = views.get(str(b.pk))
+    return out
