@@ -4,6 +4,7 @@ tokens, and one of every kind of object, made through the services as a person w
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -149,10 +150,29 @@ def other_world(cast) -> World:
 
 
 @pytest.fixture
-def fleet(db) -> tuple[Worker, ConfigVersion]:
+def make_worker(db) -> Callable[..., Worker]:
+    """Workers with names no real agent uses, whose broker queues are deleted afterwards: a
+    publish or purge in a test puts messages on the real broker."""
+    names: list[str] = []
+
+    def make(**fields) -> Worker:
+        name = f"api-test-{uuid.uuid4().hex[:10]}"
+        names.append(name)
+        return Worker.objects.create(name=name, last_heartbeat=timezone.now(), **fields)
+
+    yield make
+    from config.celery import app
+    from fleet.distribution import agent_queue
+
+    with app.connection_for_write() as conn:
+        for name in names:
+            agent_queue(name)(conn.default_channel).delete()
+
+
+@pytest.fixture
+def fleet(make_worker) -> tuple[Worker, ConfigVersion]:
     version = publish(force=True)
-    worker = Worker.objects.create(name="edge-1", pool="default", version=version.number, last_heartbeat=timezone.now())
-    return worker, version
+    return make_worker(version=version.number), version
 
 
 _STATE_APPS = ("tenancy", "audit", "edge", "certs", "fleet", "api")

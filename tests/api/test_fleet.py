@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from django.utils import timezone
 from fleet.distribution import worker_report
-from fleet.models import Worker
 from fleet.publisher import publish
 
 from .conftest import client_for, url
@@ -17,9 +15,9 @@ def test_it_lists_workers(cast, fleet):
     assert "address" not in workers[0]
 
 
-def test_a_version_shows_its_rollout(cast, world, fleet):
+def test_a_version_shows_its_rollout(cast, world, fleet, make_worker):
     worker, first = fleet
-    late = Worker.objects.create(name="edge-2", version=0, last_heartbeat=timezone.now())
+    late = make_worker(version=0)
     second = publish(force=True)
     worker_report(name=worker.name, version=second.number, outcome="applied")
     worker_report(name=late.name, version=second.number, outcome="rejected", reason="site 'Secret' (x): bad")
@@ -28,7 +26,7 @@ def test_a_version_shows_its_rollout(cast, world, fleet):
         "online": 2,
         "applied": 1,
         "pending": [],
-        "rejected": ["edge-2"],  # reasons may name other tenants' sites: never shown
+        "rejected": [late.name],  # reasons may name other tenants' sites: never shown
         "complete": False,
         "summary": f"v{second.number} applied on 1 of 2 workers",
     }

@@ -7,11 +7,9 @@ import uuid
 
 import pytest
 from audit.models import AuditEvent
-from django.utils import timezone
 from edge.models import Purge
 from edge.purges import purge_confirmed, purge_send
 from fleet.distribution import agent_queue
-from fleet.models import Worker
 
 from .conftest import client_for, url
 
@@ -60,14 +58,8 @@ def test_a_url_under_a_wildcard_hostname_belongs_to_its_site(cast):
 
 
 @pytest.fixture
-def worker(db):
-    name = f"api-test-{uuid.uuid4().hex[:8]}"
-    worker = Worker.objects.create(name=name, last_heartbeat=timezone.now())
-    yield worker
-    from config.celery import app
-
-    with app.connection_for_write() as conn:
-        agent_queue(name)(conn.default_channel).delete()
+def worker(make_worker):
+    return make_worker()
 
 
 def _receive(name: str) -> dict:
