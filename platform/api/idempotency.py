@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -26,6 +27,7 @@ from .models import IdempotencyKey
 HEADER = "Idempotency-Key"
 TTL = dt.timedelta(hours=24)
 REPLAYED_HEADERS = ("ETag", "Location")
+KEY_FORMAT = re.compile(r"[ -~]{1,255}")  # as documented in the schema
 
 
 class Replay(Exception):
@@ -54,8 +56,8 @@ def begin(request, actor_ref: str) -> IdempotencyKey | None:
     Must run inside the request's transaction (see the module docstring).
     """
     key = request.headers.get(HEADER, "")
-    if not key or len(key) > 255 or not key.isprintable():
-        raise exceptions.ValidationError({HEADER: ["Give a key of 1 to 255 printable characters, e.g. a UUID."]})
+    if not KEY_FORMAT.fullmatch(key):
+        raise exceptions.ValidationError({HEADER: ["Give a key of 1 to 255 printable ASCII characters, e.g. a UUID."]})
     fp = fingerprint(request)
     now = timezone.now()
     try:

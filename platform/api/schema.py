@@ -8,6 +8,8 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 
+from .idempotency import KEY_FORMAT
+
 ERROR_COMPONENTS = {}
 ERROR_COMPONENTS["Error"] = {
     "type": "object",
@@ -92,6 +94,7 @@ class PorticoSchema(AutoSchema):
                     "Idempotency-Key",
                     OpenApiTypes.STR,
                     OpenApiParameter.HEADER,
+                    pattern=rf"^{KEY_FORMAT.pattern}$",
                     description="Any unique string (a UUID). Retrying with the same key and body within 24 h replays the "
                     "first answer instead of acting twice; the same key with another body is a 422.",
                 )
