@@ -12,3 +12,5 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("", include("frontend.urls")),
 ]
+
+handler500 = "config.health.server_error"
