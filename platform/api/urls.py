@@ -22,6 +22,7 @@ from .endpoints.organizations import ApiTokenViewSet, InvitationViewSet, MemberV
 from .endpoints.policies import PolicyViewSet
 from .endpoints.purges import PurgeViewSet
 from .endpoints.sites import BackendViewSet, HostnameViewSet, RouteViewSet, SiteViewSet
+from .endpoints.traffic import AlertViewSet, BackendHealthViewSet, RequestSampleViewSet, TrafficViewSet
 
 app_name = "api"
 
@@ -43,6 +44,7 @@ org.register("policies", PolicyViewSet, basename="policy")
 org.register("certificates", CertificateViewSet, basename="certificate")
 org.register("audit-events", AuditEventViewSet, basename="audit-event")
 org.register("purges", PurgeViewSet, basename="purge")
+org.register("alerts", AlertViewSet, basename="alert")
 org.register("fleet/workers", WorkerViewSet, basename="worker")
 org.register("fleet/versions", ConfigVersionViewSet, basename="config-version")
 
@@ -50,6 +52,9 @@ site = _router()
 site.register("hostnames", HostnameViewSet, basename="hostname")
 site.register("routes", RouteViewSet, basename="route")
 site.register("backends", BackendViewSet, basename="backend")
+site.register("traffic", TrafficViewSet, basename="traffic")
+site.register("requests", RequestSampleViewSet, basename="request-sample")
+site.register("backend-health", BackendHealthViewSet, basename="backend-health")
 
 @csrf_exempt  # it changes nothing; an API client should get this JSON, not a CSRF page
 def not_found(request, rest: str = ""):
