@@ -55,9 +55,10 @@ def spawn(args: list[str], *, env: dict, log: Path, cwd: Path = ROOT) -> subproc
 class PrivateRedis:
     """A redis-server of the test's own, so a test may stop the broker without hurting others."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *, also_bind: tuple[str, ...] = ()):
         self.port = free_port()
         self.folder = folder
+        self.also_bind = also_bind  # addresses of the test's own network namespaces' bridge
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -66,8 +67,8 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.proc = spawn(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", *self.also_bind,
+             "--protected-mode", "no" if self.also_bind else "yes", "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
             env=os.environ.copy(),
             log=self.folder / "redis.log",
         )
