@@ -40,7 +40,7 @@ def ip(*args: str, netns: str | None = None, check: bool = True) -> None:
     subprocess.run(cmd, check=check, capture_output=True)
 
 
-class TestNetwork:
+class HostNetwork:
     def __init__(self):
         tag = str(os.getpid() % 10000)
         self.bridge = f"ptbr{tag}"
@@ -86,7 +86,7 @@ class Origin(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def network():
-    net = TestNetwork()
+    net = HostNetwork()
     net.down()  # leftovers of an interrupted run
     net.up()
     yield net
