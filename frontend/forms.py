@@ -55,7 +55,8 @@ class SiteCreateForm(forms.Form):
 SITE_SECTIONS: dict[str, tuple[str, list[str]]] = {
     "balancing": ("Load balancing", ["balancing", "sticky_cookie", "max_body_bytes"]),
     "health": ("Health checks", ["hc_enabled", "hc_path", "hc_interval", "hc_timeout", "hc_expected_status", "hc_rise", "hc_fall"]),
-    "tls": ("TLS", ["tls_mode", "tls_min_version", "force_https", "hsts_max_age", "hsts_include_subdomains", "hsts_preload"]),
+    "tls": ("TLS", ["tls_mode", "tls_min_version", "force_https", "hsts_max_age", "hsts_include_subdomains", "hsts_preload",
+                    "require_backend_tls"]),
 }
 SITE_SECTION_FORMS = {key: _form(f"{key.title()}Form", Site, fields) for key, (_, fields) in SITE_SECTIONS.items()}
 

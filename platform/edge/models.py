@@ -50,6 +50,9 @@ class Site(OrgOwned):
     hc_rise = models.PositiveSmallIntegerField(default=2)
     hc_fall = models.PositiveSmallIntegerField(default=3)
     max_body_bytes = models.PositiveBigIntegerField(default=100 * 1024 * 1024, help_text="0: unlimited")
+    require_backend_tls = models.BooleanField(
+        "require TLS to backends", default=False, help_text="Refuse backends reached over plain HTTP (end-to-end encryption)."
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

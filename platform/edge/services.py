@@ -45,6 +45,7 @@ _SITE_FIELDS = (
     "hc_rise",
     "hc_fall",
     "max_body_bytes",
+    "require_backend_tls",
 )
 _BACKEND_FIELDS = ("pool", "address", "port", "scheme", "weight", "state", "tls_verify", "ca_pem", "sni")
 _POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
@@ -261,6 +262,10 @@ def site_update(*, actor: Actor, org: Organization, site: Site, **fields: Any) -
     for key, value in fields.items():
         setattr(site, key, value)
     _check_site(site)
+    if site.require_backend_tls and not before["require_backend_tls"]:
+        plain = list(Backend.objects.filter(site=site, scheme="http").order_by("created_at"))
+        if plain:
+            raise ValidationError({"require_backend_tls": _plain_backends_message(plain, "site")})
     site.save()
     after = _snapshot_of(site, _SITE_FIELDS)
     if before != after:
@@ -277,6 +282,26 @@ def site_pause(*, actor: Actor, org: Organization, site: Site) -> Site:
 
 def site_resume(*, actor: Actor, org: Organization, site: Site) -> Site:
     return site_update(actor=actor, org=org, site=site, state=Site.State.ACTIVE)
+
+
+@transaction.atomic
+def organization_require_backend_tls(*, actor: Actor, org: Organization, required: bool) -> Organization:
+    """Require (or stop requiring) TLS to every backend of every site of ``org``."""
+    require(actor, org, Role.ADMIN)
+    org = Organization.objects.select_for_update().get(pk=org.pk)
+    before = org.require_backend_tls
+    if required == before:
+        return org
+    if required:
+        # The organization row is locked: a backend added meanwhile re-checks after this commits.
+        plain = list(Backend.objects.for_org(org).filter(scheme="http").select_related("site").order_by("created_at"))
+        if plain:
+            raise ValidationError({"require_backend_tls": _plain_backends_message(plain, "organization")})
+    org.require_backend_tls = required
+    org.save(update_fields=["require_backend_tls"])
+    record(org=org, actor=actor, action="organization.require_backend_tls", target=org,
+           before={"require_backend_tls": before}, after={"require_backend_tls": required})
+    return org
 
 
 @transaction.atomic
@@ -336,7 +361,42 @@ def _backend_build(site: Site, spec: dict[str, Any]) -> Backend:
         raise ValidationError({f: "Unknown field." for f in unknown})
     backend = Backend(organization_id=site.organization_id, site=site, **spec)
     _check_backend(backend)
+    _check_backend_tls(backend, site)
     return backend
+
+
+def backend_tls_required_by(site: Site, *, lock: bool = False) -> str | None:
+    """Who requires TLS to this site's backends: the site, its organization, or nobody.
+
+    With ``lock``, both rows are read locked: turning the setting on locks them too, so a plain
+    backend added at the same moment either sees the setting or is seen by it.
+    """
+    orgs, sites = Organization.objects.all(), Site.objects.all()
+    if lock:
+        orgs, sites = orgs.select_for_update(), sites.select_for_update()
+    if sites.filter(pk=site.pk).values_list("require_backend_tls", flat=True).first() or site.require_backend_tls:
+        return "this site"
+    if orgs.filter(pk=site.organization_id).values_list("require_backend_tls", flat=True).first():
+        return "the organization"
+    return None
+
+
+def _check_backend_tls(backend: Backend, site: Site) -> None:
+    if backend.scheme != "http":
+        return
+    required_by = backend_tls_required_by(site, lock=True)
+    if required_by:
+        raise ValidationError(
+            {"scheme": f"{required_by.capitalize()} requires TLS to backends: backend http://{backend.address}:{backend.port} "
+                       "must use https (or turn the setting off first)."}
+        )
+
+
+def _plain_backends_message(backends, where: str) -> str:
+    names = ", ".join(f"http://{b.address}:{b.port}" + (f" ({b.site.name})" if where == "organization" else "") for b in backends[:5])
+    more = f" and {len(backends) - 5} more" if len(backends) > 5 else ""
+    return (f"TLS to backends cannot be required while {'this site' if where == 'site' else 'the organization'} "
+            f"has plain-HTTP backends: {names}{more}. Switch them to https first.")
 
 
 @transaction.atomic
@@ -362,6 +422,7 @@ def backend_update(*, actor: Actor, org: Organization, backend: Backend, **field
     for key, value in fields.items():
         setattr(backend, key, value)
     _check_backend(backend)
+    _check_backend_tls(backend, backend.site)
     backend.save()
     after = _snapshot_of(backend, _BACKEND_FIELDS)
     if before != after:

@@ -64,6 +64,8 @@ class Organization(models.Model):
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=60, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # End-to-end encryption for every site of the organization: no backend over plain HTTP.
+    require_backend_tls = models.BooleanField("require TLS to backends", default=False)
     # Head and base of the audit hash chain: deleting the newest events, or pruning without the
     # retention job, is detectable because these no longer match the rows.
     audit_head_seq = models.BigIntegerField(default=0)

@@ -24,7 +24,7 @@ from edge import services
 from edge.models import Backend, Hostname, Policy, Route, Site
 from fleet.compiler import compile_snapshot
 from fleet.publisher import fleet_key
-from tenancy.access import Actor
+from tenancy.access import Actor, can
 from tenancy.models import Organization, Role
 
 from .actors import permitted, too_low
@@ -68,6 +68,15 @@ def _fresh(obj):
     return type(obj).objects.filter(pk=obj.pk).first()
 
 
+def _require_backend_tls(actor: Actor, org: Organization, w: SimpleNamespace):
+    # The shop's backend is plain HTTP, which the setting refuses: it is switched to https first,
+    # only for actors allowed to succeed and in the same transaction, so refused calls change nothing.
+    with transaction.atomic():
+        if can(actor, org, Role.ADMIN):
+            Backend.objects.filter(pk=w.backend.pk).update(scheme="https")
+        return services.organization_require_backend_tls(actor=actor, org=org, required=True)
+
+
 CASES = [
     Case(
         "site_create",
@@ -101,6 +110,14 @@ CASES = [
         "site.delete",
         lambda a, org, w: services.site_delete(actor=a, org=org, site=w.site),
         lambda w: _fresh(w.site) is None and not Hostname.objects.filter(name="www.acme.test").exists(),
+    ),
+    Case(
+        "organization_require_backend_tls",
+        "organization.require_backend_tls",
+        lambda a, org, w: _require_backend_tls(a, org, w),
+        lambda w: Organization.objects.get(pk=w.site.organization_id).require_backend_tls is True,
+        takes_object=False,
+        needs=Role.ADMIN,
     ),
     Case(
         "hostname_add",
@@ -243,7 +260,7 @@ def test_change_and_audit_event_commit_together(case, cast, shop, db_state, monk
     monkeypatch.setattr(services, "record", broken_record)
     before = db_state()
     with pytest.raises(RuntimeError, match="audit storage is down"):
-        case.call(cast.editor, cast.org, shop)
+        case.call(getattr(cast, case.needs), cast.org, shop)
     assert db_state() == before
 
 

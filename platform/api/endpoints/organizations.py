@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_view
+from edge.services import organization_require_backend_tls
 from rest_framework import mixins, serializers
 from rest_framework.decorators import action
 from tenancy import services
@@ -21,8 +22,9 @@ class OrganizationSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Organization
-        fields = ["id", "name", "slug", "created_at", "role"]
+        fields = ["id", "name", "slug", "created_at", "role", "require_backend_tls"]
         read_only_fields = ["id", "slug", "created_at"]
+        extra_kwargs = {"require_backend_tls": {"help_text": "Refuse plain-HTTP backends on every site (admin)."}}
 
     def get_role(self, org: Organization) -> str | None:
         view = self.context.get("view")
@@ -70,7 +72,12 @@ class OrganizationViewSet(mixins.ListModelMixin, RetrieveMixin, CreateMixin, Upd
         return services.organization_create(actor=self.actor, name=data["name"])
 
     def perform_update(self, instance, data):
-        return services.organization_rename(actor=self.actor, org=instance, name=data.get("name", instance.name))
+        org = instance
+        if data.get("name", org.name) != org.name:
+            org = services.organization_rename(actor=self.actor, org=org, name=data["name"])
+        if "require_backend_tls" in data:
+            org = organization_require_backend_tls(actor=self.actor, org=org, required=data["require_backend_tls"])
+        return org
 
 
 # --- members ------------------------------------------------------------------------------------
