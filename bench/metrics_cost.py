@@ -1,0 +1,157 @@
+"""Observability costs (issue: observability).
+
+1. Worker throughput with metrics and sampling on (the default: counters, 1-in-100 samples, spool
+   every 5 s) vs off (``--no-metrics``), one process each, 1,000 sites loaded, wrk -t2 -c32 against
+   nginx serving a 612-byte file. On and off alternate for --rounds rounds; medians are reported,
+   because other processes on this shared 2-core machine come and go.
+2. Rollup ingest: 1,000 sites x 3 workers reporting every 5 s. Each interval is three
+   ``traffic.ingest`` calls (one per worker, 1,000 site-minutes + 1,000 backend health entries
+   each), run back to back as one Celery worker would; the interval must take well under 5 s.
+
+Run: .venv/bin/python bench/metrics_cost.py [--duration 8] [--rounds 5] [--intervals 24]
+     (DATABASE_URL: a Postgres server; the script creates and drops test_<name>)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "platform"))
+
+from bench.worker_throughput import NGINX_CONF, site_snapshot, wrk  # noqa: E402
+from proxyworker import snapshot  # noqa: E402
+from tests.e2e.processes import PY, free_port, spawn, stop, wait_for  # noqa: E402
+
+
+def _up(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def worker_cost(duration: int, rounds: int) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="portico-bench-metrics-"))
+    work.chmod(0o755)
+    (work / "www").mkdir()
+    (work / "www" / "index.html").write_bytes(b"x" * 612)
+    origin = free_port()
+    (work / "nginx.conf").write_text(NGINX_CONF.format(dir=work, origin=origin, proxy=free_port()))
+    procs = {"nginx": spawn(["nginx", "-c", str(work / "nginx.conf")], env=os.environ.copy(), log=work / "nginx.log")}
+    ports = {}
+    for mode, extra in (("on", []), ("off", ["--no-metrics"])):
+        folder = work / mode  # each its own snapshot folder, so each its own spool
+        folder.mkdir()
+        snap_path = folder / "snapshot.json"
+        snap_path.write_bytes(snapshot.encode(site_snapshot(1000, origin)))
+        ports[mode] = free_port()
+        procs[mode] = spawn([PY, "-m", "proxyworker", "--snapshot", str(snap_path), "--http-port", str(ports[mode]),
+                             "--https-port", str(free_port()), "--processes", "1", "--listen-host", "127.0.0.1", *extra],
+                            env=os.environ.copy(), log=work / f"worker-{mode}.log")
+    try:
+        for port in (origin, *ports.values()):
+            wait_for(lambda p=port: _up(p), timeout=30, what=f"port {port}")
+        time.sleep(2)
+        runs: dict[str, list[float]] = {"on": [], "off": []}
+        errors = {"on": 0, "off": 0}
+        for mode in ("on", "off"):  # warm-up
+            wrk(f"http://127.0.0.1:{ports[mode]}/index.html", threads=2, conns=32, duration=2, host="site7.bench.test")
+        for i in range(rounds):
+            order = ("on", "off") if i % 2 == 0 else ("off", "on")
+            for mode in order:
+                r = wrk(f"http://127.0.0.1:{ports[mode]}/index.html", threads=2, conns=32, duration=duration,
+                        host="site7.bench.test")
+                runs[mode].append(r["rps"])
+                errors[mode] += r["non_2xx"] + r["socket_errors"]
+        spooled = len(list((work / "on" / "traffic").glob("*.json")))
+    finally:
+        for p in procs.values():
+            stop(p)
+    on, off = statistics.median(runs["on"]), statistics.median(runs["off"])
+    return {"rps_runs": runs, "rps_median": {"on": on, "off": off}, "cost_percent": round(100 * (off - on) / off, 1), "errors": errors,
+            "spool_files_written_during_run": spooled}
+
+
+def ingest_rate(intervals: int) -> dict:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.db import connection
+    from edge.models import Backend, Site
+    from fleet.models import Worker
+    from tenancy.models import Organization
+    from traffic import services
+    from traffic.models import TrafficMinute
+
+    test_db = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    try:
+        org = Organization.objects.create(name="Bench", slug="bench")
+        sites = Site.objects.bulk_create([Site(organization=org, name=f"site{i}") for i in range(1000)])
+        backends = Backend.objects.bulk_create(
+            [Backend(organization=org, site=s, address="10.0.0.1", port=80) for s in sites])
+        for w in range(3):
+            Worker.objects.create(name=f"w{w}", last_heartbeat=django.utils.timezone.now())
+        start_minute = int(time.time()) // 60
+        timings = []
+        for i in range(intervals):
+            minute = start_minute + (i * 5) // 60  # 12 intervals per minute, as at 5 s
+            began = time.perf_counter()
+            for w in range(3):
+                services.ingest(
+                    worker=f"w{w}",
+                    minutes=[{"site": str(s.pk), "minute": minute, "process": f"p{w}", "seq": i + 1,
+                              "requests": 10 * (i + 1), "status": [0, 9 * (i + 1), 0, i + 1, 0], "bytes_in": 0,
+                              "bytes_out": 6120 * (i + 1), "cache": {"hit": i + 1}, "blocked": [["waf", "r1", 1]],
+                              "latency": [i + 1, 9 * (i + 1)] + [0] * 10, "latency_sum_ms": 40.0 * (i + 1),
+                              "backends": {str(b.pk): [10 * (i + 1), 0]}}
+                             for s, b in zip(sites, backends, strict=True)],
+                    backends=[{"site": str(s.pk), "backend": str(b.pk), "up": True, "processes": 2, "processes_up": 2}
+                              for s, b in zip(sites, backends, strict=True)],
+                )
+            timings.append(time.perf_counter() - began)
+        rows = TrafficMinute.objects.count()
+    finally:
+        connection.creation.destroy_test_db(test_db, verbosity=0)
+    return {"intervals": intervals, "interval_seconds": {"median": round(statistics.median(timings), 3),
+                                                         "max": round(max(timings), 3)},
+            "budget_seconds": 5.0, "site_minutes_per_interval": 3000, "minute_rows_after": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--intervals", type=int, default=24)
+    ap.add_argument("--skip-worker", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "metrics_cost.json"))
+    args = ap.parse_args()
+    load_before = os.getloadavg()
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores, {os.uname().release}",
+              "load_average_before": [round(x, 2) for x in load_before]}
+    if not args.skip_worker:
+        if not shutil.which("wrk") or not shutil.which("nginx"):
+            raise SystemExit("needs wrk and nginx (apt-get install wrk nginx-light)")
+        result["worker"] = worker_cost(args.duration, args.rounds)
+    result["ingest"] = ingest_rate(args.intervals)
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(result, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
