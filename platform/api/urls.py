@@ -19,6 +19,7 @@ from .endpoints.audit_events import AuditEventViewSet
 from .endpoints.certificates import CertificateViewSet
 from .endpoints.fleet import ConfigVersionViewSet, WorkerViewSet
 from .endpoints.organizations import ApiTokenViewSet, InvitationViewSet, MemberViewSet, OrganizationViewSet
+from .endpoints.platform_policies import PlatformPolicyViewSet
 from .endpoints.policies import PolicyViewSet
 from .endpoints.purges import PurgeViewSet
 from .endpoints.sites import BackendViewSet, HostnameViewSet, RouteViewSet, SiteViewSet
@@ -44,6 +45,7 @@ org.register("policies", PolicyViewSet, basename="policy")
 org.register("certificates", CertificateViewSet, basename="certificate")
 org.register("audit-events", AuditEventViewSet, basename="audit-event")
 org.register("purges", PurgeViewSet, basename="purge")
+org.register("platform-policies", PlatformPolicyViewSet, basename="platform-policy")
 org.register("alerts", AlertViewSet, basename="alert")
 org.register("fleet/workers", WorkerViewSet, basename="worker")
 org.register("fleet/versions", ConfigVersionViewSet, basename="config-version")

@@ -156,6 +156,32 @@ class Policy(OrgOwned):
         return f"{self.get_kind_display()}: {self.name}"
 
 
+class PlatformPolicy(models.Model):
+    """A rule platform staff set for every tenant's site, applied on top of the tenant's own
+    policies by the compiler. Tenants see these rules but cannot change them. One row per kind;
+    ``settings`` are validated by ``edge.platform_policies``."""
+
+    class Kind(models.TextChoices):
+        IP_BLOCKLIST = "ip_blocklist", "IP blocklist"
+        MIN_TLS = "min_tls", "Minimum TLS version"
+        MANAGED_WAF = "managed_waf", "Managed WAF rules always on"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices, unique=True)
+    settings = models.JSONField(default=dict)
+    enabled = models.BooleanField(default=True)
+    note = models.CharField(max_length=300, blank=True, help_text="Why the rule exists; tenants read it.")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["kind"]
+        verbose_name = "platform policy"
+        verbose_name_plural = "platform policies"
+
+    def __str__(self) -> str:
+        return self.get_kind_display()
+
+
 # The snapshot type each policy kind's settings must decode to. Header rules are a list.
 POLICY_SCHEMA = {
     Policy.Kind.CACHE: snapshot.CachePolicy,

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from certs.models import Certificate
 from django.utils import timezone
+from edge import platform_policies
 from edge.models import POLICY_SCHEMA, Backend, Hostname, Policy, Route, Site
 from edge.services import parse_expected_status
 
@@ -66,11 +67,14 @@ def compile_snapshot(
         elif policy.site_id in active:
             own_policies[policy.site_id].append(policy)
 
+    platform_rules = platform_policies.load()  # staff's rules, merged on top of every tenant's own
+
     compiled = []
     for row in sites:
         try:
             site = _site(row, hostnames[row["id"]], routes[row["id"]], backends[row["id"]],
                          effective_policies(own_policies[row["id"]], org_defaults[row["organization_id"]]))
+            platform_policies.apply(site, platform_rules)
             snapshot.validate_site(site)
         except (snapshot.SnapshotError, msgspec.ValidationError, ValueError) as exc:
             log.error("site %s (%s) left out of the snapshot: %s", row["name"], row["id"], exc)

@@ -56,6 +56,7 @@ def _sample_ids(world: World, cast_org, fleet) -> dict[str, object]:
         "certificates": world.certificate.pk,
         "audit-events": event.seq,
         "purges": world.purge.pk,
+        "platform-policies": "min_tls",
         "workers": worker.pk,
         "versions": version.number,
     }
