@@ -54,3 +54,34 @@ class CidrSet:
             if number >> shift in nums:
                 return True
         return False
+
+
+class CidrMap:
+    """Networks carrying payloads: ``lookup(ip)`` gives the payloads of every network holding it."""
+
+    __slots__ = ("_v4", "_v6")
+
+    def __init__(self, entries: Iterable[tuple[str, int]]):
+        v4: dict[int, dict[int, list[int]]] = {}
+        v6: dict[int, dict[int, list[int]]] = {}
+        for text, payload in entries:
+            net = ipaddress.ip_network(text.strip(), strict=False)
+            if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped is not None:
+                net = ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/{net.prefixlen - 96}")
+            table, bits = (v4, 32) if net.version == 4 else (v6, 128)
+            num = int(net.network_address) >> (bits - net.prefixlen)
+            table.setdefault(net.prefixlen, {}).setdefault(num, []).append(payload)
+        self._v4 = tuple((32 - plen, nums) for plen, nums in v4.items())
+        self._v6 = tuple((128 - plen, nums) for plen, nums in v6.items())
+
+    def lookup(self, ip: str) -> list[int]:
+        parsed = parse_ip(ip)
+        if parsed is None:
+            return []
+        version, number = parsed
+        found: list[int] = []
+        for shift, nums in self._v4 if version == 4 else self._v6:
+            hit = nums.get(number >> shift)
+            if hit:
+                found += hit
+        return found

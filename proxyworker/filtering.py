@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from proxyworker import snapshot as snap
 from proxyworker.basic_auth import Realm
@@ -47,7 +48,10 @@ def compile_filters(site: snap.Site) -> SiteFilters | None:
     pol = site.policies
     if not (pol.ip_rules or pol.basic_auth or pol.rate_limits or pol.waf or pol.headers):
         return None
-    return SiteFilters(site)
+    try:
+        return SiteFilters(site)
+    except (re.error, ValueError) as exc:  # validate() has checked each piece; this is the backstop
+        raise snap.SnapshotError(f"site {site.name!r} ({site.id}): policies cannot be compiled: {exc}") from None
 
 
 def log_event(logger: logging.Logger, level: int, event: str, flow, **fields) -> None:

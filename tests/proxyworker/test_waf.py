@@ -212,6 +212,8 @@ CASES = [
     (cond("path", "prefix", "/admin"), {"path": "/%61dmin/users"}, {"path": "/public/admin"}),
     (cond("path", "equals", "/login"), {"path": "/LOGIN?next=/"}, {"path": "/login/x"}),
     (cond("path", "regex", r"\.(php|asp)$"), {"path": "/index.php?x=1"}, {"path": "/index.phpx"}),
+    (cond("user_agent", "regex", [r"(?i)^curl/", r"wget"]), {"headers": {"User-Agent": "CURL/8"}},
+     {"headers": {"User-Agent": "Wget"}}),  # global flags in one value of a list
     (cond("query", "contains", "debug=1"), {"path": "/x?a=2&debug=1"}, {"path": "/debug=1"}),
     (cond("header", "equals", "yes", name="X-Internal"), {"headers": {"X-Internal": "YES"}}, {"headers": {}}),
     (cond("header", "in_cidr", "192.0.2.0/24", name="X-Real-IP"), {"headers": {"X-Real-IP": "192.0.2.5"}},
