@@ -135,14 +135,16 @@ def _handle_protocol_error(self, event):
 
 
 def _handlers(manager: addonmanager.AddonManager, event) -> list:
+    chain = manager.chain
     cache = manager.__dict__.get("_portico_handlers")
-    chain_key = tuple(map(id, manager.chain))
-    if cache is None or cache[0] != chain_key:
-        cache = (chain_key, {})
+    # Addons are added and removed in place (the chain's length changes); the worker adds its
+    # addons once at start-up.
+    if cache is None or cache[0] != len(chain):
+        cache = (len(chain), {})
         manager.__dict__["_portico_handlers"] = cache
     handlers = cache[1].get(event.name)
     if handlers is None:
-        handlers = [func for addon in manager.chain for _, func in manager._iter_hooks(addon, event)]
+        handlers = [func for addon in chain for _, func in manager._iter_hooks(addon, event)]
         cache[1][event.name] = handlers
     return handlers
 

@@ -199,7 +199,8 @@ class Cache:
         flow.metadata["portico.cache"] = p
         path = flow.metadata.get("portico.client_path") or req.path
         p.site_id = site.id
-        p.host = hostname_of(req.host_header or "")
+        authority = reqh.get(b"host")
+        p.host = hostname_of(authority.decode("latin-1") if authority is not None else req.host_header or "")
         p.url_path = rules.key_path(path)
         p.primary = f"{'https' if flow.client_conn.tls else 'http'}\x00{site.id}\x00{p.host}\x00{p.url_path}"
         method = req.method
