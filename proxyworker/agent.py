@@ -145,7 +145,15 @@ class Agent(ConsumerMixin):
             log.info("ignoring v%s: serving v%s already", snap.version, self.version)
             return "ignored"
         previous = self._read_current()
-        snapshot.write_file_atomic(self.snapshot_path, envelope_text.encode())
+        try:
+            snapshot.write_file_atomic(self.snapshot_path, envelope_text.encode())
+        except OSError as exc:
+            # Disk full or read-only: the proxy keeps serving what it has in memory, and the
+            # control plane hears why this node is behind.
+            reason = f"cannot write the last-known-good snapshot: {exc.strerror or exc}"
+            log.error("v%s not applied: %s", snap.version, reason)
+            self.send("fleet.report", name=self.name, version=snap.version, outcome="rejected", reason=reason)
+            return "rejected"
         written = time.perf_counter()
         ok, reason = self._await_proxy(snap.version)
         if not ok:

@@ -20,6 +20,7 @@ key derived from the fleet secret, so a snapshot at rest on a worker's disk hold
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -89,10 +90,23 @@ class Pool(_Struct):
     backends: list[Backend]
 
 
+class AggregatePart(_Struct):
+    """One backend path of an aggregation route; its JSON body lands under ``key``."""
+
+    key: str
+    path: str
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
+    pool: str | None = None  # None: the route's pool
+
+
 class Route(_Struct):
     path_prefix: str = "/"
     pool: str = "default"
-    strip_prefix: bool = False
+    strip_prefix: bool = False  # the same as rewrite_prefix="/"
+    rewrite_prefix: str | None = None  # replace the matched prefix with this before going upstream
+    # Non-empty: an aggregation route. A GET fans out to every part concurrently and is answered
+    # with one JSON object {key: body, ...}; nothing is proxied.
+    aggregate: list[AggregatePart] = []
 
 
 class HealthCheck(_Struct):
@@ -327,6 +341,17 @@ def validate_site(site: Site) -> None:
             raise SnapshotError(f"{where}: route prefix {route.path_prefix!r} must start with /")
         if route.pool not in pools:
             raise SnapshotError(f"{where}: route {route.path_prefix!r} names unknown pool {route.pool!r}")
+        if route.rewrite_prefix is not None and not route.rewrite_prefix.startswith("/"):
+            raise SnapshotError(f"{where}: route {route.path_prefix!r} rewrite {route.rewrite_prefix!r} must start with /")
+        keys = set()
+        for part in route.aggregate:
+            if not _AGGREGATE_KEY.fullmatch(part.key) or part.key in keys:
+                raise SnapshotError(f"{where}: route {route.path_prefix!r}: aggregate key {part.key!r} is invalid or repeated")
+            keys.add(part.key)
+            if part.pool is not None and part.pool not in pools:
+                raise SnapshotError(f"{where}: route {route.path_prefix!r}: aggregate part {part.key!r} names unknown pool {part.pool!r}")
+            if not part.path.startswith("/") or any(c in part.path for c in " \t\r\n#"):
+                raise SnapshotError(f"{where}: route {route.path_prefix!r}: aggregate path {part.path!r} must start with /")
     for pool in site.pools:
         for b in pool.backends:
             if not _is_host(b.address):
@@ -413,6 +438,7 @@ def _validate_policies(pol: Policies, where: str) -> None:
 
 
 MANAGED_WAF_GROUPS = ("sqli", "xss", "traversal", "scanners")
+_AGGREGATE_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
 # --- encoding, signing, key encryption ----------------------------------------------------------
@@ -521,8 +547,14 @@ def load_file(path: str, key: FleetKey | None = None) -> Snapshot:
 def write_file_atomic(path: str, data: bytes) -> None:
     """Write then rename, so a reader never sees half a snapshot."""
     tmp = f"{path}.{os.getpid()}.part"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        # a full disk leaves a partial file behind: remove it so it does not hold the space
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -276,7 +276,11 @@ CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", "") or None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_ACKS_LATE = True
+# Acknowledge on receipt (Celery's default). Late acks were tried: an ack racing a broker restart
+# hits a kombu bug (AttributeError in the Redis transport's reconnect) that left the worker's
+# consumer dead. Every task here is safe to lose: publishes are re-driven by beat's periodic
+# publish, agents repeat hello and heartbeats, certificate issuance is swept and resumed.
+CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"

@@ -91,6 +91,7 @@ class Node:
     env: dict
     agent_args: list[str]
     proxy_args: list[str] | None = None
+    log_dir: Path | None = None  # defaults to folder
     http_port: int = 0
     https_port: int = 0
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -100,7 +101,7 @@ class Node:
         return self.folder / "snapshot.json"
 
     def start_agent(self) -> None:
-        self.procs["agent"] = spawn(self.agent_args, env=self.env, log=self.folder / "agent.log")
+        self.procs["agent"] = spawn(self.agent_args, env=self.env, log=(self.log_dir or self.folder) / "agent.log")
 
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:
         if "agent" in self.procs:
@@ -108,7 +109,7 @@ class Node:
 
     def start_proxy(self) -> None:
         assert self.proxy_args is not None
-        self.procs["proxy"] = spawn(self.proxy_args, env=self.env, log=self.folder / "proxy.log")
+        self.procs["proxy"] = spawn(self.proxy_args, env=self.env, log=(self.log_dir or self.folder) / "proxy.log")
         wait_for(self._listening, timeout=20, what=f"proxy of {self.name} to listen")
 
     def stop_proxy(self, sig: int = signal.SIGTERM) -> None:
@@ -143,7 +144,7 @@ class Node:
             return 0
 
     def log(self) -> str:
-        return (self.folder / "agent.log").read_text(errors="replace")
+        return ((self.log_dir or self.folder) / "agent.log").read_text(errors="replace")
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -155,9 +156,9 @@ class Node:
 def node_factory(platform_env, control_celery, tmp_path) -> Iterator[Callable[..., Node]]:
     nodes: list[Node] = []
 
-    def make(name: str, *, fleet_key: str | None = None, proxy: bool = False) -> Node:
-        folder = tmp_path / name
-        folder.mkdir()
+    def make(name: str, *, fleet_key: str | None = None, proxy: bool = False, folder: Path | None = None) -> Node:
+        folder = folder or tmp_path / name
+        folder.mkdir(exist_ok=True)
         env = dict(platform_env)
         if fleet_key is not None:
             env["PORTICO_FLEET_KEY"] = fleet_key
@@ -165,7 +166,9 @@ def node_factory(platform_env, control_celery, tmp_path) -> Iterator[Callable[..
         args = [PY, "-m", "proxyworker.agent", "--snapshot", snap, "--name", name, "--broker", platform_env["CELERY_BROKER_URL"]]
         if not proxy:
             args.append("--no-proxy")
-        node = Node(name=name, folder=folder, env=env, agent_args=args)
+        logs = tmp_path / f"{name}-logs"  # beside, not in, the node's folder (which may be a tiny disk)
+        logs.mkdir(exist_ok=True)
+        node = Node(name=name, folder=folder, env=env, agent_args=args, log_dir=logs)
         if proxy:
             node.http_port, node.https_port = free_port(), free_port()
             node.proxy_args = [PY, "-m", "proxyworker", "--snapshot", snap, "--http-port", str(node.http_port),

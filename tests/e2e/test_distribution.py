@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 from edge import services as edge
@@ -128,3 +130,28 @@ def test_a_purge_reaches_the_node(org, node_factory):
     purges = node.folder / "purges"
     files = wait_for(lambda: list(purges.glob("*.json")) if purges.exists() else [], what="the purge file")
     assert json.loads(files[0].read_text())["id"] == "p-1"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+def test_a_full_disk_is_reported_and_the_node_keeps_its_last_good_snapshot(org, node_factory, tmp_path):
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(disk)], check=True)
+    try:
+        node = node_factory("node-a", folder=disk)
+        wait_for(lambda: registered("node-a"), what="hello")
+        create_site(org)
+        v1 = wait_for(latest_version, what="v1")
+        wait_for(lambda: node.served_version() == v1, what="v1 applied")
+
+        for i in range(20):  # a snapshot larger than the disk
+            create_site(org, name=f"site{i}", port=9100 + i)
+        rejected = wait_for(lambda: Rollout.objects.filter(worker__name="node-a", outcome="rejected").first(), timeout=30,
+                            what="the node to report it cannot write")
+        assert "cannot write the last-known-good snapshot" in rejected.reason
+        assert "No space left" in rejected.reason
+        # the last snapshot that fitted is still on disk, whole, and is what the node serves
+        assert v1 <= node.served_version() < rejected.version
+        assert not list(disk.glob("*.part"))  # no partial file left holding the space
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
