@@ -34,12 +34,26 @@ _TLS_MIN = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 
 
 class RouteTable:
-    __slots__ = ("prefix", "pool", "strip_prefix")
+    __slots__ = ("prefix", "pool", "strip_prefix", "rewrite", "aggregate")
 
-    def __init__(self, prefix: str, pool: Pool, strip_prefix: bool):
+    def __init__(self, prefix: str, pool: Pool, strip_prefix: bool, rewrite: str | None = None,
+                 aggregate: tuple[tuple[snap.AggregatePart, Pool], ...] = ()):
         self.prefix = prefix
         self.pool = pool
         self.strip_prefix = strip_prefix
+        # What replaces the matched prefix upstream; None: the path goes as sent.
+        self.rewrite = rewrite if rewrite is not None else ("/" if strip_prefix and prefix != "/" else None)
+        self.aggregate = aggregate
+
+    def rewrite_path(self, path: str) -> str:
+        """``/api/v1/x?q`` under prefix ``/api/`` rewritten to ``/internal/``: ``/internal/v1/x?q``."""
+        assert self.rewrite is not None
+        rest = path[len(self.prefix):]
+        if self.rewrite.endswith("/") and rest.startswith("/"):
+            rest = rest[1:]
+        elif not self.rewrite.endswith("/") and rest and not rest.startswith(("/", "?")):
+            rest = "/" + rest
+        return (self.rewrite + rest) or "/"
 
 
 class SiteTable:
@@ -65,7 +79,11 @@ class SiteTable:
         self.name = site.name
         self.spec = site  # the full Site struct, for addons that compile their own parts
         self.pools = pools
-        routes = [RouteTable(r.path_prefix, pools[r.pool], r.strip_prefix) for r in site.routes]
+        routes = [
+            RouteTable(r.path_prefix, pools[r.pool], r.strip_prefix, r.rewrite_prefix,
+                       tuple((part, pools[part.pool or r.pool]) for part in r.aggregate))
+            for r in site.routes
+        ]
         routes.sort(key=lambda r: len(r.prefix), reverse=True)
         self.routes = tuple(routes)
         self.force_https = site.force_https

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from proxyworker.addons.access import Access
 from proxyworker.addons.acme import AcmeChallenges
+from proxyworker.addons.aggregate import Aggregate
 from proxyworker.addons.balancer import Balancer
 from proxyworker.addons.cache import Cache, CacheWriter
 from proxyworker.addons.compress import Compress
@@ -39,9 +40,10 @@ def portico_addons(live: Live, settings, metrics=None) -> list:
             max_header_bytes=settings.max_header_bytes,
         ),
         Access(),  # IP rules first, then basic auth
-        RateLimiter(settings.ratelimit_file),
+        RateLimiter(settings.ratelimit_file, settings.ratelimit_redis),
         WebFirewall(),
         cache,  # hits are answered here, before a backend is chosen
+        Aggregate(),  # aggregation routes are answered here, from several backends, never proxied
         Balancer(live, connect_timeout=settings.connect_timeout, upstream_timeout=settings.upstream_timeout),
         ForwardingHeaders(),
         HeaderRules(),

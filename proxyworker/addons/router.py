@@ -54,9 +54,8 @@ class Router:
         if route is None:
             return self._answer(flow, pages.error_response(404, "No route of this site matches the path."))
         flow.metadata["portico.client_path"] = req.path  # as sent, before a route strips its prefix
-        if route.strip_prefix and route.prefix != "/":
-            rest = req.path[len(route.prefix) :]
-            req.path = rest if rest.startswith("/") else "/" + rest
+        if route.rewrite is not None:
+            req.path = route.rewrite_path(req.path)
         flow.metadata["portico.site"] = site
         flow.metadata["portico.route"] = route
 
