@@ -20,6 +20,7 @@ key derived from the fleet secret, so a snapshot at rest on a worker's disk hold
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -546,8 +547,14 @@ def load_file(path: str, key: FleetKey | None = None) -> Snapshot:
 def write_file_atomic(path: str, data: bytes) -> None:
     """Write then rename, so a reader never sees half a snapshot."""
     tmp = f"{path}.{os.getpid()}.part"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        # a full disk leaves a partial file behind: remove it so it does not hold the space
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
