@@ -8,7 +8,7 @@ import json
 from django import forms
 from django.forms.models import fields_for_model
 from django.utils import timezone
-from edge.models import Backend, Policy, Site
+from edge.models import Backend, Policy, Route, Site
 from tenancy.models import Role, TokenScope
 
 # Labels people read, where a model's verbose name is terse.
@@ -76,6 +76,26 @@ class RouteForm(forms.Form):
     path_prefix = forms.CharField(max_length=200, initial="/")
     pool = forms.CharField(max_length=50, initial="default")
     strip_prefix = forms.BooleanField(required=False)
+    rewrite_prefix = forms.CharField(max_length=200, required=False, label="Replace prefix with",
+                                     help_text="e.g. /internal/v2/; empty: keep the path")
+    kind = forms.ChoiceField(choices=Route.Kind.choices, initial=Route.Kind.PROXY, required=False)
+    aggregate = forms.CharField(
+        required=False, label="Aggregate parts",
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+        help_text='JSON, for kind aggregate: [{"key": "user", "path": "/users/me", "timeout": 2, "pool": "users"}]',
+    )
+
+    def clean_kind(self):
+        return self.cleaned_data["kind"] or Route.Kind.PROXY
+
+    def clean_aggregate(self):
+        text = self.cleaned_data["aggregate"].strip()
+        if not text:
+            return []
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
 
 
 # What a new policy of each kind starts from: a working example people edit.

@@ -86,8 +86,18 @@ class Route(OrgOwned):
 
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="routes")
     path_prefix = models.CharField(max_length=200, default="/")
+    class Kind(models.TextChoices):
+        PROXY = "proxy", "Proxy to the pool"
+        AGGREGATE = "aggregate", "Aggregate several backend paths into one JSON answer"
+
     pool = models.CharField(max_length=50, default="default")
     strip_prefix = models.BooleanField(default=False)
+    rewrite_prefix = models.CharField(
+        max_length=200, blank=True, help_text="Replace the matched prefix with this upstream; empty: keep it."
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PROXY)
+    # aggregate routes: [{"key": "user", "path": "/users/me", "timeout": 2.0, "pool": "users"}, ...]
+    aggregate = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -443,6 +443,10 @@ def backend_delete(*, actor: Actor, org: Organization, backend: Backend) -> None
 # --- routes -------------------------------------------------------------------------------------
 
 
+_ROUTE_FIELDS = ("path_prefix", "pool", "strip_prefix", "rewrite_prefix", "kind", "aggregate")
+MAX_AGGREGATE_PARTS = 16
+
+
 def _check_route(route: Route) -> None:
     errors = {}
     if not route.path_prefix.startswith("/"):
@@ -451,24 +455,83 @@ def _check_route(route: Route) -> None:
         errors["path_prefix"] = "A path prefix has no query, fragment or spaces."
     if not _POOL_NAME.match(route.pool):
         errors["pool"] = "A pool name of lower-case letters, digits, - and _."
+    route.rewrite_prefix = (route.rewrite_prefix or "").strip()
+    if route.rewrite_prefix:
+        if not route.rewrite_prefix.startswith("/") or any(c in route.rewrite_prefix for c in "?# \t"):
+            errors["rewrite_prefix"] = "A rewrite starts with / and has no query, fragment or spaces, e.g. /internal/v2/."
+        elif route.strip_prefix:
+            errors["rewrite_prefix"] = "Strip the prefix or replace it, not both (stripping is replacing it with /)."
+    if route.kind not in Route.Kind.values:
+        errors["kind"] = f"Use one of {', '.join(Route.Kind.values)}."
+    elif route.kind == Route.Kind.AGGREGATE:
+        try:
+            route.aggregate = _check_aggregate(route.aggregate)
+        except ValueError as exc:
+            errors["aggregate"] = str(exc)
+    elif route.aggregate:
+        errors["aggregate"] = "Only an aggregate route has parts; set kind to aggregate."
     if errors:
         raise ValidationError(errors)
 
 
+def _check_aggregate(parts: Any) -> list[dict[str, Any]]:
+    """The parts of an aggregation route, normalized; ValueError naming the part that is wrong."""
+    if not isinstance(parts, list) or not parts:
+        raise ValueError('Give the parts as a list: [{"key": "user", "path": "/users/me", "timeout": 2}].')
+    if len(parts) > MAX_AGGREGATE_PARTS:
+        raise ValueError(f"At most {MAX_AGGREGATE_PARTS} parts.")
+    out, keys = [], set()
+    for i, part in enumerate(parts):
+        where = f"part {i + 1}"
+        if not isinstance(part, dict) or set(part) - {"key", "path", "timeout", "pool"}:
+            raise ValueError(f"{where}: an object with key, path and optionally timeout (seconds) and pool.")
+        key, path = str(part.get("key", "")), str(part.get("path", ""))
+        if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", key):
+            raise ValueError(f"{where}: key {key!r} must be 1-64 letters, digits, - or _.")
+        if key in keys:
+            raise ValueError(f"{where}: key {key!r} is used twice.")
+        keys.add(key)
+        if not path.startswith("/") or any(c in path for c in "# \t\r\n"):
+            raise ValueError(f"{where}: path {path!r} must start with / and have no spaces or fragment.")
+        try:
+            timeout = float(part.get("timeout", 5.0))
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: timeout must be a number of seconds.") from None
+        if not 0.05 <= timeout <= 60:
+            raise ValueError(f"{where}: timeout must be between 0.05 and 60 seconds.")
+        item: dict[str, Any] = {"key": key, "path": path, "timeout": timeout}
+        if part.get("pool"):
+            if not _POOL_NAME.match(str(part["pool"])):
+                raise ValueError(f"{where}: pool {part['pool']!r} is not a pool name.")
+            item["pool"] = str(part["pool"])
+        out.append(item)
+    return out
+
+
 @transaction.atomic
 def route_create(
-    *, actor: Actor, org: Organization, site: Site, path_prefix: str, pool: str = "default", strip_prefix: bool = False
+    *,
+    actor: Actor,
+    org: Organization,
+    site: Site,
+    path_prefix: str,
+    pool: str = "default",
+    strip_prefix: bool = False,
+    rewrite_prefix: str = "",
+    kind: str = Route.Kind.PROXY,
+    aggregate: list[dict[str, Any]] | None = None,
 ) -> Route:
     require(actor, org, Role.EDITOR)
     ensure_in_org(site, org)
-    route = Route(organization=org, site=site, path_prefix=path_prefix, pool=pool, strip_prefix=strip_prefix)
+    route = Route(organization=org, site=site, path_prefix=path_prefix, pool=pool, strip_prefix=strip_prefix,
+                  rewrite_prefix=rewrite_prefix, kind=kind, aggregate=aggregate or [])
     _check_route(route)
     if Route.objects.filter(site=site, path_prefix=path_prefix).exists():
         raise ValidationError({"path_prefix": f"This site already routes {path_prefix}."})
     route.save()
     record(
         org=org, actor=actor, action="route.create", target=route,
-        after={"site": site.name, "path_prefix": path_prefix, "pool": pool, "strip_prefix": strip_prefix},
+        after={"site": site.name, **_snapshot_of(route, _ROUTE_FIELDS)},
     )
     publish_on_commit(f"route {path_prefix} added to {site.name}")
     return route
@@ -478,7 +541,7 @@ def route_create(
 def route_update(*, actor: Actor, org: Organization, route: Route, **fields: Any) -> Route:
     require(actor, org, Role.EDITOR)
     ensure_in_org(route, org)
-    allowed = ("path_prefix", "pool", "strip_prefix")
+    allowed = _ROUTE_FIELDS
     unknown = set(fields) - set(allowed)
     if unknown:
         raise ValidationError({f: "Unknown field." for f in unknown})

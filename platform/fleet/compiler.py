@@ -44,10 +44,17 @@ def compile_snapshot(
     for site_id, name in Hostname.objects.order_by("name").values_list("site_id", "name"):
         hostnames[site_id].append(name)
     routes: dict[Any, list[snapshot.Route]] = defaultdict(list)
-    for site_id, prefix, pool, strip in Route.objects.order_by("-path_prefix").values_list(
-        "site_id", "path_prefix", "pool", "strip_prefix"
+    broken_routes: dict[Any, str] = {}
+    for site_id, prefix, pool, strip, rewrite, kind, parts in Route.objects.order_by("-path_prefix").values_list(
+        "site_id", "path_prefix", "pool", "strip_prefix", "rewrite_prefix", "kind", "aggregate"
     ):
-        routes[site_id].append(snapshot.Route(path_prefix=prefix, pool=pool, strip_prefix=strip))
+        try:
+            aggregate = msgspec.convert(parts, list[snapshot.AggregatePart]) if kind == Route.Kind.AGGREGATE else []
+        except msgspec.ValidationError as exc:  # a row the services would have refused: leave its site out
+            broken_routes[site_id] = f"route {prefix!r}: aggregate parts: {exc}"
+            continue
+        routes[site_id].append(snapshot.Route(path_prefix=prefix, pool=pool, strip_prefix=strip,
+                                              rewrite_prefix=rewrite or None, aggregate=aggregate))
     backends: dict[Any, list[tuple[str, snapshot.Backend]]] = defaultdict(list)
     for row in (
         Backend.objects.exclude(state=Backend.State.DISABLED).order_by("created_at", "id").values_list(*_BACKEND_COLUMNS)
@@ -74,6 +81,8 @@ def compile_snapshot(
         try:
             site = _site(row, hostnames[row["id"]], routes[row["id"]], backends[row["id"]],
                          effective_policies(own_policies[row["id"]], org_defaults[row["organization_id"]]))
+            if row["id"] in broken_routes:
+                raise snapshot.SnapshotError(broken_routes[row["id"]])
             platform_policies.apply(site, platform_rules)
             snapshot.validate_site(site)
         except (snapshot.SnapshotError, msgspec.ValidationError, ValueError) as exc:
@@ -119,6 +128,9 @@ def _site(
     # A route to a pool with no backend still compiles: the worker answers 503 for it.
     for route in routes:
         pools.setdefault(route.pool, [])
+        for part in route.aggregate:
+            if part.pool:
+                pools.setdefault(part.pool, [])
     tls = site["tls_mode"] != Site.TlsMode.OFF
     return snapshot.Site(
         id=str(site["id"]),

@@ -173,10 +173,17 @@ class HostnameViewSet(mixins.ListModelMixin, RetrieveMixin, CreateMixin, Destroy
 class RouteSerializer(serializers.ModelSerializer):
     class Meta:
         model = Route
-        fields = ["id", "site", "path_prefix", "pool", "strip_prefix", "created_at"]
+        fields = ["id", "site", "path_prefix", "pool", "strip_prefix", "rewrite_prefix", "kind", "aggregate", "created_at"]
         read_only_fields = ["id", "site", "created_at"]
         validators: list = []  # the service words the duplicate-prefix error for people
-        extra_kwargs = {"path_prefix": {"required": True, "help_text": "Requests whose path starts with this, e.g. /api/."}}
+        extra_kwargs = {
+            "path_prefix": {"required": True, "help_text": "Requests whose path starts with this, e.g. /api/."},
+            "rewrite_prefix": {"help_text": "Replace the matched prefix with this upstream, e.g. /internal/v2/; empty: keep it."},
+            "aggregate": {
+                "help_text": 'kind aggregate: [{"key": "user", "path": "/users/me", "timeout": 2, "pool": "users"}, ...]; '
+                "a GET answers {key: body, ...}, failed parts as {\"error\": ...} and listed in X-Portico-Aggregate-Failed."
+            },
+        }
 
 
 @extend_schema_view(
