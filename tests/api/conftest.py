@@ -15,6 +15,7 @@ from django.core.cache import cache
 from django.utils import timezone
 from edge import services as edge
 from edge.models import Backend, Hostname, Policy, Purge, Route, Site
+from edge.platform_policies import platform_policy_set
 from edge.purges import purge_create
 from fleet.models import ConfigVersion, Worker
 from fleet.publisher import publish
@@ -22,6 +23,7 @@ from rest_framework.test import APIClient
 from tenancy import services as tenancy
 from tenancy.access import Actor
 from tenancy.models import Invitation, Membership, Organization, Role, TokenScope, User
+from traffic.models import Alert, RequestSample
 
 PASSWORD = "correct horse battery"
 
@@ -108,6 +110,8 @@ class World:
     purge: Purge
     certificate: Certificate
     member: Membership
+    alert: Alert
+    request_sample: RequestSample
     ids: dict[str, str] = field(default_factory=dict)
 
 
@@ -132,9 +136,18 @@ def build_world(cast: Org) -> World:
         organization=org, hostnames=[f"shop.{slug}.test"], source=Certificate.Source.ACME, status=Certificate.Status.PENDING
     )
     member = Membership.objects.get(organization=org, user=cast.users["editor"])
+    # Reported by the workers and the alerting job, not made by people: rows as they would write them.
+    alert = Alert.objects.create(
+        organization=org, kind=Alert.Kind.BACKEND_DOWN, subject=str(backend.pk), site=site, summary="backend 10.0.0.1 is down"
+    )
+    request_sample = RequestSample.objects.create(
+        organization=org, site=site, at=timezone.now(), kind=RequestSample.Kind.choices[0][0], worker="edge",
+        method="GET", host=f"shop.{slug}.test", path="/", status=200,
+    )
     return World(
         site=site, other_site=other_site, hostname=hostname, route=route, backend=backend, policy=policy,
         org_policy=org_policy, invitation=invitation, purge=purge, certificate=certificate, member=member,
+        alert=alert, request_sample=request_sample,
     )
 
 
@@ -171,11 +184,13 @@ def make_worker(db) -> Callable[..., Worker]:
 
 @pytest.fixture
 def fleet(make_worker) -> tuple[Worker, ConfigVersion]:
+    """The platform's own objects: a rule staff set, a config version, a worker that applied it."""
+    platform_policy_set(actor=Actor.system("tests"), kind="min_tls", settings={"version": "1.2"}, note="TLS 1.2 or newer")
     version = publish(force=True)
     return make_worker(version=version.number), version
 
 
-_STATE_APPS = ("tenancy", "audit", "edge", "certs", "fleet", "api")
+_STATE_APPS = ("tenancy", "audit", "edge", "certs", "fleet", "traffic", "api")
 # Touched by reading, on purpose: when a token was last used, when a person last signed in.
 _VOLATILE = {"tenancy.ApiToken": {"last_used_at"}, "tenancy.User": {"last_login"}}
 

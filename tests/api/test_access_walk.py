@@ -56,6 +56,8 @@ def _sample_ids(world: World, cast_org, fleet) -> dict[str, object]:
         "certificates": world.certificate.pk,
         "audit-events": event.seq,
         "purges": world.purge.pk,
+        "alerts": world.alert.pk,
+        "requests": world.request_sample.pk,
         "platform-policies": "min_tls",
         "workers": worker.pk,
         "versions": version.number,

@@ -98,6 +98,9 @@ def real_ids(path: str, world, fleet, cast) -> dict[str, str]:
         "certificates": world.certificate.pk,
         "audit-events": 1,
         "purges": world.purge.pk,
+        "alerts": world.alert.pk,
+        "requests": world.request_sample.pk,
+        "platform-policies": "min_tls",
         "workers": worker.pk,
         "versions": version.number,
     }
