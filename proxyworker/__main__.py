@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--cache-dir", default=None, help="response cache shared by the node's processes (default <snapshot dir>/cache)")
     p.add_argument("--cache-max-bytes", type=human.parse_size, default="1g", help="cache size on disk (LRU eviction), e.g. 512m")
     p.add_argument("--cache-memory-bytes", type=human.parse_size, default="64m", help="hot cache entries kept in each process")
+    p.add_argument(
+        "--ratelimit-redis", default=None, help="redis:// URL: rate limits shared by every node (default: per node)"
+    )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-metrics", action="store_true", help="count no traffic, keep no samples, ship nothing")
     p.add_argument("--ship-interval", type=float, default=5.0, help="seconds between traffic spool files")
@@ -77,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         cache_max_bytes=a.cache_max_bytes,
         cache_memory_bytes=a.cache_memory_bytes,
         ratelimit_file=a.ratelimit_file,
+        ratelimit_redis=a.ratelimit_redis,
     )
 
 

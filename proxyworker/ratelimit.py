@@ -150,3 +150,61 @@ class Limit:
         self.policy = f"{spec.requests};w={int(window) if window == int(window) else window}"
         if spec.burst:
             self.policy += f";burst={spec.burst}"
+
+
+# --- across nodes: Redis ------------------------------------------------------------------------
+
+# One atomic token-bucket step in Redis, timed by the Redis server's clock (one clock for every
+# node). State: a hash {t: tokens, u: updated}; it expires once the bucket would be full again.
+_REDIS_TAKE = """
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 't', 'u')
+local tokens = tonumber(state[1])
+local updated = tonumber(state[2])
+if tokens == nil then
+  tokens = capacity
+elseif now > updated then
+  tokens = math.min(capacity, tokens + (now - updated) * rate)
+end
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 't', string.format('%.6f', tokens), 'u', string.format('%.6f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
+return {allowed, string.format('%.6f', tokens)}
+"""
+
+
+class RedisBuckets:
+    """Buckets shared by every node through Redis (``--ratelimit-redis``), checked asynchronously.
+
+    Each limited request costs one round trip to Redis (awaited: the event loop serves other
+    connections meanwhile). When Redis fails or answers later than ``timeout``, the caller falls
+    back to the node's shared-memory buckets and Redis is left alone for ``retry_after`` seconds,
+    so an outage costs one timeout, not one per request.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 0.05, retry_after: float = 5.0):
+        import redis.asyncio  # only workers configured for Redis import it
+
+        self.url = url
+        self.timeout = timeout
+        self.retry_after = retry_after
+        self.down_until = 0.0
+        self._client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        self._script = self._client.register_script(_REDIS_TAKE)
+
+    def usable(self, now: float) -> bool:
+        return now >= self.down_until
+
+    async def take(self, key: bytes, capacity: float, rate: float) -> Verdict:
+        redis_key = b"portico:rl:" + hashlib.blake2b(key, digest_size=12).hexdigest().encode()
+        allowed, tokens_text = await self._script(keys=[redis_key], args=[capacity, rate])
+        tokens = float(tokens_text)
+        ok = bool(allowed)
+        return Verdict(ok, int(tokens), (capacity - tokens) / rate, 0.0 if ok else (1.0 - tokens) / rate)

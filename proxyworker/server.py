@@ -63,6 +63,7 @@ class Settings:
     access_log: str | None = None  # JSON lines to this file, or "-" for stdout
     anonymize_ip: bool = False
     ratelimit_file: str | None = None  # shared token buckets; default under /dev/shm
+    ratelimit_redis: str | None = None  # redis:// URL: rate limits across nodes
 
     def __post_init__(self) -> None:
         if self.public_https_port is None:

@@ -11,10 +11,15 @@ worker logs it. Every answer of a limited path carries the IETF draft headers
 again) and ``RateLimit-Policy`` (``<requests>;w=<seconds>``). When several limits apply, the headers
 describe the one with the fewest tokens left. A header-keyed limit falls back to the client IP when
 the request lacks the header (a client cannot escape its limit by leaving the key out).
+
+With ``--ratelimit-redis URL`` the buckets live in Redis and hold across nodes; each limited
+request awaits one Redis round trip. If Redis fails or is slow (50 ms), the node's own buckets
+decide and Redis is retried after 5 s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -24,37 +29,65 @@ from mitmproxy import http
 from proxyworker import pages
 from proxyworker.addons.headers import request_id_of
 from proxyworker.filtering import SiteFilters, log_event
-from proxyworker.ratelimit import Limit, SharedBuckets, Verdict
+from proxyworker.ratelimit import Limit, RedisBuckets, SharedBuckets, Verdict
 
 logger = logging.getLogger("proxyworker.ratelimit")
 
 
 class RateLimiter:
-    def __init__(self, buckets_path: str):
+    def __init__(self, buckets_path: str, redis_url: str | None = None):
         self.buckets = SharedBuckets(buckets_path)
+        self.redis = RedisBuckets(redis_url) if redis_url else None
 
     def done(self) -> None:
-        self.buckets.close()
+        self.buckets.close()  # the Redis connections close with the process
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow):
         if flow.response or flow.error:
-            return
+            return None
         site = flow.metadata.get("portico.site")
         if site is None:
-            return
+            return None
         filters: SiteFilters | None = site.extra.get("filters")
         if filters is None or not filters.rate_limits:
-            return
+            return None
         path = flow.metadata.get("portico.client_path", flow.request.path)
+        matching = []
+        for limit in filters.rate_limits:
+            if path.startswith(limit.prefix):
+                client = flow.request.headers.get(limit.header) if limit.header else None
+                key = limit.key_prefix + (b"h:" + client.encode() if client else b"ip:" + flow.client_conn.peername[0].encode())
+                matching.append((limit, key))
+        if not matching:
+            return None
         now = time.monotonic()
+        if self.redis is not None and self.redis.usable(now):
+            return self._across_nodes(flow, matching)  # a coroutine: mitmproxy awaits it
+        self._decide(flow, [(limit, self.buckets.take(key, limit.capacity, limit.rate, now)) for limit, key in matching])
+        return None
+
+    async def _across_nodes(self, flow: http.HTTPFlow, matching: list[tuple[Limit, bytes]]) -> None:
+        redis = self.redis
+        assert redis is not None
+        results = []
+        for limit, key in matching:
+            verdict = None
+            if redis.usable(time.monotonic()):
+                try:
+                    verdict = await asyncio.wait_for(redis.take(key, limit.capacity, limit.rate), redis.timeout)
+                except Exception as exc:  # any Redis trouble: limit on this node instead, for a while
+                    redis.down_until = time.monotonic() + redis.retry_after
+                    logger.warning("rate-limit Redis %s unavailable (%s); limiting per node for %.0f s",
+                                   redis.url, exc.__class__.__name__, redis.retry_after)
+            if verdict is None:
+                verdict = self.buckets.take(key, limit.capacity, limit.rate, time.monotonic())
+            results.append((limit, verdict))
+        self._decide(flow, results)
+
+    def _decide(self, flow: http.HTTPFlow, results: list[tuple[Limit, Verdict]]) -> None:
         shown: tuple[Limit, Verdict] | None = None
         refused: tuple[Limit, Verdict] | None = None
-        for limit in filters.rate_limits:
-            if not path.startswith(limit.prefix):
-                continue
-            client = flow.request.headers.get(limit.header) if limit.header else None
-            key = limit.key_prefix + (b"h:" + client.encode() if client else b"ip:" + flow.client_conn.peername[0].encode())
-            verdict = self.buckets.take(key, limit.capacity, limit.rate, now)
+        for limit, verdict in results:
             if shown is None or verdict.remaining < shown[1].remaining:
                 shown = (limit, verdict)
             if not verdict.allowed:

@@ -8,6 +8,8 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
 from proxyworker import ratelimit
 from proxyworker import snapshot as snap
 from tests.proxyworker.conftest import get, site, snapshot
@@ -111,3 +113,27 @@ def test_log_only_limit_lets_traffic_through_and_records_it(backend_factory, wor
     assert [get(w, "rll.test").status for _ in range(3)] == [200, 200, 200]
     assert a.hits == 3
     assert Path(w.log_path).read_text().count("event=ratelimit action=log rule=watch") == 2
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    from tests.e2e.processes import PrivateRedis
+
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    yield redis
+    redis.stop()
+
+
+def test_redis_makes_the_limit_hold_across_nodes_and_its_outage_falls_back_to_each_node(
+        backend_factory, worker_factory, private_redis):
+    a = backend_factory()
+    snapshot_obj = snapshot(site("rlx.test", [a], policies=limited(snap.RateLimit(requests=6, per_seconds=3600))))
+    nodes = [worker_factory(snapshot_obj, ratelimit_redis=private_redis.url) for _ in range(2)]  # two nodes
+    statuses = [get(nodes[i % 2], "rlx.test").status for i in range(12)]
+    assert statuses.count(200) == 6 and statuses[:6] == [200] * 6  # one limit for both nodes
+    private_redis.stop()
+    # Redis gone: each node limits on its own (its local buckets are fresh: 6 each), no errors
+    after = [get(nodes[i % 2], "rlx.test").status for i in range(16)]
+    assert after.count(200) == 12 and set(after) == {200, 429}
+    assert "unavailable" in Path(nodes[0].log_path).read_text()
