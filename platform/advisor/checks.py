@@ -150,6 +150,26 @@ def waf(org: Organization, now: dt.datetime) -> Iterator[Found]:
                         "Check the blocked-request log for false positives, then switch these groups to block.", site)
 
 
+# Response headers that name the origin's software; the worker strips them (``hide_response_headers``),
+# but header rules run after that, so a rule that adds one puts it back on every response.
+ORIGIN_HEADERS = ("server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version", "x-generator", "via")
+
+
+@check
+def origin_headers(org: Organization, now: dt.datetime) -> Iterator[Found]:
+    for site in _active_sites(org):
+        # Header rules add up: the organization's defaults apply alongside the site's own.
+        for policy in _site_policies(site, Policy.Kind.HEADERS):
+            for rule in policy.settings if isinstance(policy.settings, list) else []:
+                name = str(rule.get("name", "")).lower()
+                if rule.get("direction") == "response" and rule.get("op") in ("add", "set") and name in ORIGIN_HEADERS:
+                    yield Found("origin-header-leak", f"site:{site.pk}:{policy.pk}:{name}", Severity.LOW,
+                                f"{site.name} sends {rule.get('name')}: {rule.get('value', '')} on every response",
+                                f"The header rule {policy.name!r} puts back a header the proxy removes to hide the origin: "
+                                "it tells attackers which software (and often which version) to target.",
+                                f"Remove the {rule.get('name')} rule from the header policy {policy.name!r}.", site)
+
+
 @check
 def login_rate_limits(org: Organization, now: dt.datetime) -> Iterator[Found]:
     for site in _active_sites(org):

@@ -135,3 +135,27 @@ def test_tokens_that_never_expire_or_sit_unused(cast):
     assert "token-unused" in open_rules(cast.org)
     tenancy.token_revoke(actor=cast.admin, org=cast.org, token=token)
     assert not {"token-never-expires", "token-unused"} & open_rules(cast.org)
+
+
+def test_a_header_rule_putting_origin_headers_back_is_found_until_removed(cast, site):
+    rules = [{"direction": "response", "op": "set", "name": "X-Powered-By", "value": "PHP/5.1"},
+             {"direction": "response", "op": "set", "name": "X-Frame-Options", "value": "DENY"}]
+    assert "origin-header-leak" not in open_rules(cast.org)
+    policy = edge.policy_create(actor=cast.editor, org=cast.org, site=site, kind="headers", name="mine", settings=rules)
+    assert "origin-header-leak" in open_rules(cast.org)
+    finding = Finding.objects.get(rule="origin-header-leak")
+    assert "X-Powered-By" in finding.title and "mine" in finding.fix
+    edge.policy_update(actor=cast.editor, org=cast.org, policy=policy, settings=rules[1:])
+    assert "origin-header-leak" not in open_rules(cast.org)
+    # a request rule of that name leaks nothing to visitors
+    edge.policy_update(actor=cast.editor, org=cast.org, policy=policy,
+                       settings=[{"direction": "request", "op": "set", "name": "Server", "value": "x"}])
+    assert "origin-header-leak" not in open_rules(cast.org)
+
+
+def test_running_the_check_up_on_demand_needs_an_editor(cast, site):
+    with pytest.raises(PermissionDenied):
+        checkup_run(actor=cast.viewer, org=cast.org)
+    with pytest.raises(Http404):
+        checkup_run(actor=cast.outsider, org=cast.org)
+    assert checkup_run(actor=cast.editor, org=cast.org).open > 0
