@@ -110,12 +110,15 @@ class RateLimiter:
             flow.metadata["portico.blocked"] = {"reason": "ratelimit", "rule": limit.name}
             log_event(logger, logging.WARNING, "ratelimit", flow, action="block", rule=limit.name, status=429)
             return
-        flow.metadata["portico.ratelimit_headers"] = _headers(*shown)
+        flow.metadata["portico.ratelimit_headers"] = tuple((k.encode(), v.encode()) for k, v in _headers(*shown).items())
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        headers = flow.metadata.get("portico.ratelimit_headers")
-        if headers is not None and flow.response is not None:
-            flow.response.headers.update(headers)
+        fields = flow.metadata.get("portico.ratelimit_headers")
+        if fields is not None and flow.response is not None:
+            headers = flow.response.headers
+            # One tuple rebuild instead of four Headers.__setitem__ calls (each re-scans the
+            # fields); an origin's own RateLimit-* fields are replaced by the platform's.
+            headers.fields = tuple(f for f in headers.fields if not f[0].lower().startswith(b"ratelimit")) + fields
 
     def response(self, flow: http.HTTPFlow) -> None:
         # A retried response replaced the one responseheaders saw (see the balancer).
