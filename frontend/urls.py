@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from .views import audit, certificates, fleet, organizations, sites, tokens
+from .views import audit, certificates, fleet, organizations, security, sites, tokens
 
 app_name = "frontend"
 
@@ -34,6 +34,9 @@ org_urls = [
     path("tokens/", tokens.TokenListView.as_view(), name="tokens"),
     path("tokens/<int:token_id>/revoke/", tokens.TokenRevokeView.as_view(), name="token_revoke"),
     path("audit/", audit.AuditView.as_view(), name="audit"),
+    path("security/", security.SecurityView.as_view(), name="security"),
+    path("security/run/", security.SecurityRunView.as_view(), name="security_run"),
+    path("security/findings/<int:finding_id>/acknowledge/", security.FindingAcknowledgeView.as_view(), name="finding_acknowledge"),
     path("fleet/", fleet.FleetView.as_view(), name="fleet"),
     path("settings/", organizations.OrganizationView.as_view(), name="organization"),
 ]

@@ -17,6 +17,7 @@ from rest_framework.routers import SimpleRouter
 
 from .endpoints.audit_events import AuditEventViewSet
 from .endpoints.certificates import CertificateViewSet
+from .endpoints.findings import FindingViewSet
 from .endpoints.fleet import ConfigVersionViewSet, WorkerViewSet
 from .endpoints.organizations import ApiTokenViewSet, InvitationViewSet, MemberViewSet, OrganizationViewSet
 from .endpoints.platform_policies import PlatformPolicyViewSet
@@ -46,6 +47,7 @@ org.register("certificates", CertificateViewSet, basename="certificate")
 org.register("audit-events", AuditEventViewSet, basename="audit-event")
 org.register("purges", PurgeViewSet, basename="purge")
 org.register("platform-policies", PlatformPolicyViewSet, basename="platform-policy")
+org.register("findings", FindingViewSet, basename="finding")
 org.register("alerts", AlertViewSet, basename="alert")
 org.register("fleet/workers", WorkerViewSet, basename="worker")
 org.register("fleet/versions", ConfigVersionViewSet, basename="config-version")

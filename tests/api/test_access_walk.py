@@ -38,6 +38,15 @@ def test_the_walk_covers_the_api():
         assert expected in paths
 
 
+def _a_finding(cast_org) -> int:
+    from advisor.models import Finding
+    from advisor.services import checkup_run
+    from tenancy.access import Actor
+
+    checkup_run(actor=Actor.system("test"), org=cast_org.org)
+    return Finding.objects.filter(organization=cast_org.org).values_list("pk", flat=True).first()
+
+
 def _sample_ids(world: World, cast_org, fleet) -> dict[str, object]:
     """The id to put in a URL after each collection segment."""
     worker, version = fleet
@@ -59,6 +68,7 @@ def _sample_ids(world: World, cast_org, fleet) -> dict[str, object]:
         "alerts": world.alert.pk,
         "requests": world.request_sample.pk,
         "platform-policies": "min_tls",
+        "findings": _a_finding(cast_org),
         "workers": worker.pk,
         "versions": version.number,
     }
