@@ -311,7 +311,10 @@ class Cache:
             try:
                 await asyncio.wait_for(asyncio.shield(waiting), self.lock_timeout)
             except TimeoutError:
-                pass
+                # The first request never finished (its flow vanished without a response or an
+                # error hook): let the next miss lead instead of waiting behind it forever.
+                if self._inflight.get(ckey) is waiting:
+                    del self._inflight[ckey]
             self._after_wait(flow, p)
             return
         # This request leads for the process; register before any await.
@@ -366,7 +369,7 @@ class Cache:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         p = flow.metadata.get("portico.cache")
-        if p is not None and flow.response is not None and "set-cookie" in flow.response.headers:
+        if p is not None and p.status is not HIT and flow.response is not None and "set-cookie" in flow.response.headers:
             # Only the origin's cookies count here: the balancer adds its sticky cookie later.
             p.origin_set_cookie = True
 
@@ -660,9 +663,11 @@ class CacheWriter:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         # Before compression weakens it: the origin's own validator, for revalidating later.
+        if flow.metadata.get("portico.cache_hit"):
+            return
         p = flow.metadata.get("portico.cache")
         resp = flow.response
-        if p is not None and resp is not None and not flow.metadata.get("portico.cache_hit"):
+        if p is not None and resp is not None:
             etag = resp.headers.get("etag")
             if etag is not None:
                 flow.metadata["portico.origin_etag"] = etag

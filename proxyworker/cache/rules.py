@@ -88,11 +88,12 @@ def freshness_lifetime(
     return float(min(lifetime, max_ttl))
 
 
-def initial_age(age_header: str | None, date: float | None, request_time: float, response_time: float) -> float:
+def initial_age(age_header: str | None, date: float | None, request_time: float | None, response_time: float) -> float:
     """RFC 9111 §4.2.3: corrected_initial_age; current_age adds the time resident in the cache."""
     apparent_age = max(0.0, response_time - date) if date is not None else 0.0
     age_value = seconds(age_header) or 0
-    corrected_age_value = age_value + (response_time - request_time)
+    response_delay = max(0.0, response_time - request_time) if request_time else 0.0
+    corrected_age_value = age_value + response_delay
     return max(apparent_age, corrected_age_value)
 
 
