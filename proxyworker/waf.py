@@ -36,6 +36,7 @@ from proxyworker.cidr import CidrMap
 
 BODY_BYTES = 8192
 SEEN_MAX = 8192  # remembered managed verdicts per site and process
+SEEN_KEY_MAX = 512  # longest input remembered: at most ~8 MiB per site and process
 
 # What it costs to get a field's value; cheaper ones are read first.
 _FIELD_COST = {"method": 0, "ip": 1, "path": 1, "user_agent": 2, "header": 2, "cookie": 4, "query": 3, "body": 9}
@@ -456,9 +457,10 @@ class Waf:
             hit = seen.get((group, text))
             if hit is None:
                 hit = pattern.matches(text if group == "scanners" else view.managed_text())
-                if len(seen) >= SEEN_MAX:
-                    seen.clear()
-                seen[(group, text)] = hit
+                if len(text) <= SEEN_KEY_MAX:  # long, unique inputs (attacks) are not worth keeping
+                    if len(seen) >= SEEN_MAX:
+                        seen.clear()
+                    seen[(group, text)] = hit
             if hit:
                 verdict = Verdict(f"managed:{group}", mode, group=group)
                 if mode == "block":

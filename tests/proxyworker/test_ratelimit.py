@@ -28,7 +28,7 @@ def _hammer(path: str, n: int, start, out) -> None:
 def test_buckets_are_exact_across_os_processes(tmp_path):
     path = str(tmp_path / "buckets")
     ratelimit.create(path)
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fork would copy the test-backend thread
     out, start = ctx.Queue(), ctx.Event()
     procs = [ctx.Process(target=_hammer, args=(path, 10000, start, out)) for _ in range(4)]
     for p in procs:
