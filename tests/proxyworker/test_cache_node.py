@@ -123,3 +123,14 @@ def test_cache_stays_within_its_byte_budget_evicting_least_recently_used(backend
     assert get(w, "c.test", "/fill0").headers["x-cache"] == "MISS"  # the oldest was evicted
     assert origin.hits == hits_before + 1
     assert get(w, "c.test", "/keep").headers["x-cache"] == "HIT"
+
+
+def test_a_purge_no_proxy_applied_is_not_reported_done(tmp_path, monkeypatch):
+    monkeypatch.setattr("proxyworker.agent.APPLY_TIMEOUT", 0.3)
+    path = tmp_path / "snapshot.json"
+    path.write_bytes(snap.encode(snapshot(version=1)))
+    agent = RecordingAgent(str(path))  # no proxy process watches this folder
+    body = {"kind": "purge", "id": "p1", "site": None, "sites": [], "purge_kind": "all", "value": ""}
+    assert agent.handle_purge(body) is False
+    assert agent.sent == []
+    assert len(list((tmp_path / "purges").glob("*.json"))) == 1  # still waiting for a proxy to apply it
