@@ -69,7 +69,7 @@ class Pending:
     __slots__ = (
         "rules", "status", "site_id", "host", "url_path", "primary", "reqh", "ae", "coding_class", "entry",
         "entry_key", "revalidating", "client_inm", "client_ims", "origin_set_cookie", "leader", "lock",
-        "invalidate",
+        "invalidate", "purge_mark",
     )  # fmt: skip
 
     def __init__(self, rules: SiteRules):
@@ -85,6 +85,7 @@ class Pending:
         self.leader: str | None = None
         self.lock: str | None = None
         self.invalidate = False
+        self.purge_mark = 0
 
 
 def _variant(vary: tuple[str, ...], reqh: dict[bytes, bytes], coding_class: str) -> str:
@@ -218,6 +219,9 @@ class Cache:
         entry, key = self._lookup(p, refresh_vary=False)
         if entry is not None and self._answer_from(flow, p, entry, key):
             return
+        # Going upstream: note the purge folder's state, so that a response fetched before a purge
+        # is not stored after it (see _store).
+        p.purge_mark = self._purge_mark()
         if method == "HEAD" or entry is not None:
             return  # a HEAD miss is only forwarded; a stale entry is being validated upstream
         await self._coalesce(flow, p)
@@ -488,8 +492,18 @@ class Cache:
         )  # fmt: skip
         return entry, tuple(vary_names)
 
+    def _purge_mark(self) -> int:
+        try:
+            return os.stat(self.purge_dir).st_mtime_ns
+        except OSError:
+            return 0
+
     def _store(self, flow: http.HTTPFlow, p: Pending, resp: http.Response) -> None:
         if p.origin_set_cookie or resp.stream or resp.raw_content is None:
+            return
+        if p.purge_mark != self._purge_mark():
+            # A purge arrived (the agent wrote it, a process claimed it) while this response was on
+            # its way: it may predate the purge, so it is not stored. Rare and harmless otherwise.
             return
         # The stored etag is the origin's validator: compression weakens the client-facing one.
         fields = resp.headers.fields

@@ -104,6 +104,15 @@ def test_a_purge_holds_for_every_process(backend_factory, worker_factory):
     for _ in range(10):
         assert get(w, "c.test", "/p").status == 200
     assert origin.hits == 2  # one refetch; no process served its old memory copy
+    # A response already on its way from the origin when a purge runs is not stored after it.
+    origin.delay = 1.0
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(get, w, "c.test", "/slow")
+        time.sleep(0.4)
+        purge(agent, "all")
+        assert in_flight.result().headers["x-cache"] == "MISS"
+    origin.delay = 0
+    assert get(w, "c.test", "/slow").headers["x-cache"] == "MISS"
 
 
 def test_cache_stays_within_its_byte_budget_evicting_least_recently_used(backend_factory, worker_factory, tmp_path):
