@@ -2,9 +2,10 @@
 backend and response headers on the way to the client.
 
 They run after the forwarding headers, so a rule can also override ``X-Forwarded-*`` or put back a
-header the site hides. ``add`` appends a field (keeping existing ones), ``set`` replaces every
-field of that name, ``remove`` deletes them. Response rules apply to every answer for the site,
-the platform's own pages included, and again to a retried response.
+header the site hides. ``add`` appends a field (keeping existing ones; not when the same name and
+value is already there), ``set`` replaces every field of that name, ``remove`` deletes them.
+Response rules apply to every answer for the site, the platform's own pages and cache hits
+included, and again to a retried response.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ def _apply(headers: http.Headers, rules: tuple[tuple[str, str, str], ...]) -> No
         if op == "set":
             headers[name] = value
         elif op == "add":
-            headers.add(name, value)
+            # Idempotent: a response replayed from the cache already carries what was added when
+            # it was stored, and must not get the field twice.
+            if value not in headers.get_all(name):
+                headers.add(name, value)
         elif name in headers:
             del headers[name]
 

@@ -33,3 +33,16 @@ def test_request_and_response_header_rules(backend_factory, worker_factory):
     # response rules also dress the platform's own pages for the site
     refused = get(w, "hr.test", source="127.0.0.77")
     assert refused.status == 403 and refused.headers["cache-control"] == "no-store" and refused.headers["link"]
+
+
+def test_added_response_header_appears_once_on_a_cache_hit(backend_factory, worker_factory):
+    a = backend_factory()
+    policies = snap.Policies(
+        cache=snap.CachePolicy(default_ttl=60),
+        headers=[snap.HeaderRule(direction="response", op="add", name="X-Frame-Options", value="DENY")],
+    )
+    w = worker_factory(snapshot(site("hrc.test", [a], policies=policies)))
+    first, second = get(w, "hrc.test", "/page"), get(w, "hrc.test", "/page")
+    assert a.hits == 1  # the second answer came from the cache
+    assert first.headers.get_all("x-frame-options") == ["DENY"]
+    assert second.headers.get_all("x-frame-options") == ["DENY"]
