@@ -76,3 +76,21 @@ def test_longest_prefix_policy_applies(backend_factory, worker_factory):
     assert get(w, "nest.test", "/ops/x", headers=basic("ana", "one")).status == 401
     assert get(w, "nest.test", "/ops/x", headers=basic("ops", "two")).status == 200
     assert get(w, "nest.test", "/ops/x").headers["www-authenticate"].startswith('Basic realm="Ops"')
+
+
+def test_a_slow_password_check_does_not_stall_other_requests(backend_factory, worker_factory):
+    a = backend_factory()
+    slow = snap.BasicAuth(users={"ana": pbkdf2("s3cret", iterations=3_000_000)})  # over a second of CPU
+    w = worker_factory(snapshot(site("slowauth.test", [a], policies=snap.Policies(basic_auth=[slow])),
+                                site("other.test", [a])))
+    import threading
+
+    done = []
+    t = threading.Thread(target=lambda: done.append(get(w, "slowauth.test", headers=basic("ana", "s3cret")).status))
+    t.start()
+    time.sleep(0.2)  # the check is running now
+    started = time.monotonic()
+    assert get(w, "other.test").status == 200
+    assert time.monotonic() - started < 0.5 and not done  # answered while the check still ran
+    t.join(30)
+    assert done == [200]

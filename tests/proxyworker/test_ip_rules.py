@@ -91,3 +91,17 @@ def test_new_rules_apply_without_restart(backend_factory, worker_factory):
     assert get(w, "swap.test", source="127.0.0.44").status == 200
     w.swap(snapshot(site("swap.test", [a], policies=rules(deny=["127.0.0.44"])), version=2))
     assert get(w, "swap.test", source="127.0.0.44").status == 403
+
+
+def test_cidr_set_edges():
+    from proxyworker.cidr import CidrMap, CidrSet
+
+    nets = CidrSet(["192.0.2.0/24", "2001:db8::/32", "::ffff:198.51.100.0/120", "203.0.113.7"])
+    assert "192.0.2.255" in nets and "192.0.3.0" not in nets
+    assert "::ffff:192.0.2.1" in nets  # an IPv4-mapped client is its IPv4 address
+    assert "198.51.100.9" in nets  # a mapped network is its IPv4 network
+    assert "2001:db8:ffff::1" in nets and "2001:db9::1" not in nets
+    assert "203.0.113.7" in nets and "203.0.113.8" not in nets
+    assert "fe80::1%eth0" not in nets and "not-an-ip" not in nets
+    assert "::1" not in CidrSet(["0.0.0.0/0"]) and "10.0.0.1" not in CidrSet(["::/0"])
+    assert sorted(CidrMap([("10.0.0.0/8", 1), ("10.1.0.0/16", 2), ("11.0.0.0/8", 3)]).lookup("10.1.2.3")) == [1, 2]
