@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 import time
 
 from proxyworker import snapshot as snap
@@ -83,8 +84,6 @@ def test_a_slow_password_check_does_not_stall_other_requests(backend_factory, wo
     slow = snap.BasicAuth(users={"ana": pbkdf2("s3cret", iterations=3_000_000)})  # over a second of CPU
     w = worker_factory(snapshot(site("slowauth.test", [a], policies=snap.Policies(basic_auth=[slow])),
                                 site("other.test", [a])))
-    import threading
-
     done = []
     t = threading.Thread(target=lambda: done.append(get(w, "slowauth.test", headers=basic("ana", "s3cret")).status))
     t.start()
