@@ -14,6 +14,7 @@ import time
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from kombu.exceptions import OperationalError
 
 from proxyworker import snapshot
 
@@ -33,7 +34,7 @@ def _request_publish() -> None:
 
     try:
         publish.apply_async(retry=True, retry_policy={"max_retries": 1, "interval_start": 0.1})
-    except Exception:
+    except (OperationalError, OSError):
         # The broker is down. The change is committed and counted in PublishState; the beat's
         # periodic publish picks it up once the broker is back. Never fail the user's request.
         log.warning("broker unavailable: publish deferred to the periodic publish")

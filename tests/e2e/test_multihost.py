@@ -112,8 +112,8 @@ def test_three_hosts_serve_one_is_cut_off_and_catches_up(transactional_db, netwo
     redis = PrivateRedis(tmp_path, also_bind=(BRIDGE_IP,))
     redis.start()
     broker_for_hosts = f"redis://{BRIDGE_IP}:{redis.port}/0"
+    saved = app.conf.broker_url, app.conf.broker_transport_options  # before the environment changes
     monkeypatch.setenv("CELERY_BROKER_URL", redis.url)
-    saved = app.conf.broker_url, app.conf.broker_transport_options
     _point_celery_at(app, redis.url, {})
 
     origin = ThreadingHTTPServer((BRIDGE_IP, free_port()), Origin)

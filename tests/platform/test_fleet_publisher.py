@@ -98,7 +98,15 @@ def test_a_paused_site_is_published_as_removed(cast, shop):
 
 @pytest.fixture
 def eager_celery(settings):
+    # The Celery app reads Django's settings once; after an earlier test loaded them, changing the
+    # setting alone would not make it eager.
+    from config.celery import app
+
     settings.CELERY_TASK_ALWAYS_EAGER = True
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous
 
 
 @pytest.mark.django_db(transaction=True)
