@@ -222,8 +222,10 @@ class Cache:
         # Going upstream: note the purge folder's state, so that a response fetched before a purge
         # is not stored after it (see _store).
         p.purge_mark = self._purge_mark()
-        if method == "HEAD" or entry is not None:
-            return  # a HEAD miss is only forwarded; a stale entry is being validated upstream
+        if method == "HEAD":
+            return  # a HEAD miss is only forwarded
+        # Misses and revalidations alike: concurrent requests for an expired hot key make one
+        # (conditional) origin request, and the others are answered from its result.
         await self._coalesce(flow, p)
 
     def _lookup(self, p: Pending, refresh_vary: bool) -> tuple[Entry | None, str]:

@@ -171,3 +171,18 @@ def test_stale_while_revalidate_answers_at_once_and_refreshes(backend_factory, w
     assert origin.not_modified == 1
     time.sleep(0.1)
     assert get(w, "c.test", "/swr").headers["x-cache"] == "HIT"
+
+
+def test_concurrent_requests_for_an_expired_entry_make_one_revalidation(backend_factory, worker_factory):
+    from concurrent.futures import ThreadPoolExecutor
+
+    origin = backend_factory(headers={"Cache-Control": "max-age=1"}, etag='"r"')
+    w = worker_factory(snapshot(cached_site("c.test", [origin])))
+    get(w, "c.test", "/herd")
+    time.sleep(1.2)
+    origin.delay = 0.5
+    with ThreadPoolExecutor(30) as pool:
+        replies = list(pool.map(lambda _: get(w, "c.test", "/herd"), range(30)))
+    assert {r.status for r in replies} == {200}
+    assert origin.not_modified == 1 and origin.hits == 2
+    assert sorted(r.headers["x-cache"] for r in replies).count("REVALIDATED") == 1
