@@ -192,6 +192,11 @@ class Balancer:
     async def error(self, flow: http.HTTPFlow) -> None:
         backend = self._served_by(flow)
         if backend is not None and flow.response is None:
+            if _client_gave_up(flow):
+                # The client hung up: not the backend's fault. Counting it would let anyone eject
+                # every backend by opening requests and closing them.
+                self._release(flow)
+                return
             pool: Pool = flow.metadata["portico.pool"]
             timed_out = flow.metadata.get("portico.timed_out", False)
             if not timed_out:  # a timeout was counted when it fired
@@ -267,3 +272,11 @@ class Balancer:
 
 def _scheme(server: connection.Server) -> str:
     return "https" if server.tls else "http"
+
+
+def _client_gave_up(flow: http.HTTPFlow) -> bool:
+    """Whether a flow's error came from the client side (it disconnected or reset the stream)."""
+    msg = flow.error.msg if flow.error else ""
+    # mitmproxy reports a client that closes before its response as "Client disconnected." (HTTP/1)
+    # and a reset HTTP/2 stream as a stream reset; its error codes do not reach the flow.
+    return msg.startswith("Client disconnected") or ("stream reset" in msg.lower() and "client" in msg.lower())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
+from proxyworker import snapshot as snap
 from tests.proxyworker.conftest import get, site, snapshot
 
 
@@ -113,3 +114,16 @@ def test_idle_keep_alive_connection_is_closed(backend_factory, worker_factory):
         except ConnectionResetError:
             pass
         assert 0.5 < time.monotonic() - started < 3
+
+
+def test_clients_hanging_up_do_not_eject_a_healthy_backend(backend_factory, worker_factory):
+    a = backend_factory(delay=0.5)
+    hc = snap.HealthCheck(enabled=False, passive_failures=2, eject_seconds=30)
+    w = worker_factory(snapshot(site("slow.test", [a], health=hc)))
+    for _ in range(5):  # more than passive_failures, each abandoned while the backend works
+        s = socket.create_connection(("127.0.0.1", w.http_port))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+        time.sleep(0.1)
+        s.close()
+    time.sleep(0.6)
+    assert get(w, "slow.test").status == 200  # an ejected only backend would be a 503
