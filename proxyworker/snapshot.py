@@ -200,6 +200,8 @@ class WafPolicy(_Struct):
     # managed rule groups: sqli, xss, traversal, scanners
     managed: dict[str, Literal["off", "log", "block"]] = {}
     rules: list[WafRule] = []
+    # groups the platform enforces: they block even when a tenant's own rule says allow
+    enforced: list[str] = []
 
 
 class HeaderRule(_Struct):
@@ -413,7 +415,7 @@ def _validate_policies(pol: Policies, where: str) -> None:
         if rl.key == "header" and not rl.header:
             raise SnapshotError(f"{where}: rate limit {rl.name!r} keys on a header but names none")
     if pol.waf:
-        for group in pol.waf.managed:
+        for group in (*pol.waf.managed, *pol.waf.enforced):
             if group not in MANAGED_WAF_GROUPS:
                 raise SnapshotError(f"{where}: unknown managed WAF group {group!r}")
         for rule in pol.waf.rules:

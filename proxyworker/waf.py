@@ -426,7 +426,7 @@ class Verdict:
 class Waf:
     """One site's WafPolicy compiled."""
 
-    __slots__ = ("head", "body", "managed", "body_managed", "needs_body", "_seen")
+    __slots__ = ("head", "body", "managed", "body_managed", "enforced", "body_enforced", "needs_body", "_seen")
 
     def __init__(self, spec):
         self.head, self.body = compile_rules(spec.rules)
@@ -438,6 +438,9 @@ class Waf:
             (group, spec.managed[group], MANAGED[group]) for group in MANAGED_ORDER if spec.managed.get(group, "off") != "off"
         )
         self.body_managed = tuple(m for m in self.managed if m[0] in _BODY_GROUPS)
+        # Platform-enforced groups: a tenant's own "allow" rule does not skip them.
+        self.enforced = tuple(m for m in self.managed if m[0] in spec.enforced)
+        self.body_enforced = tuple(m for m in self.enforced if m[0] in _BODY_GROUPS)
         self.needs_body = bool(self.body or self.body_managed)
 
     def check_head(self, view: RequestView, logged: list[Verdict]) -> Verdict | None:
@@ -445,9 +448,14 @@ class Waf:
         if self.head is not None:
             found = self.head.first(view, logged)
             if found is not None:
+                if found.action == "allow" and self.enforced:
+                    return self._managed_head(view, logged, self.enforced) or found
                 return found
+        return self._managed_head(view, logged, self.managed)
+
+    def _managed_head(self, view: RequestView, logged: list[Verdict], groups) -> Verdict | None:
         seen = self._seen
-        for group, mode, pattern in self.managed:
+        for group, mode, pattern in groups:
             if group == "scanners":
                 text = view.header("user-agent")
                 if not text:
@@ -468,18 +476,24 @@ class Waf:
                 logged.append(verdict)
         return None
 
-    def check_body(self, view: RequestView, logged: list[Verdict]) -> Verdict | None:
-        if self.body is not None:
+    def check_body(self, view: RequestView, logged: list[Verdict], *, allowed: bool = False) -> Verdict | None:
+        """Body rules, then the managed groups on the body. ``allowed``: a rule already allowed the
+        request, so only the platform-enforced groups still apply."""
+        groups = self.body_enforced if allowed else self.body_managed
+        found = None
+        if self.body is not None and not allowed:
             found = self.body.first(view, logged)
             if found is not None:
-                return found
-        if self.body_managed:
+                if found.action != "allow" or not self.body_enforced:
+                    return found
+                groups = self.body_enforced
+        if groups:
             text = view.managed_body()
             if text:
-                for group, mode, pattern in self.body_managed:
+                for group, mode, pattern in groups:
                     if pattern.matches(text):
                         verdict = Verdict(f"managed:{group}", mode, group=group)
                         if mode == "block":
                             return verdict
                         logged.append(verdict)
-        return None
+        return found

@@ -138,4 +138,5 @@ def apply(site: snapshot.Site, rules: PlatformRules) -> None:
         site.tls_min_version = rules.min_tls  # type: ignore[assignment]
     if rules.waf_groups:
         waf = pol.waf or snapshot.WafPolicy()
-        pol.waf = snapshot.WafPolicy(managed={**waf.managed, **dict.fromkeys(rules.waf_groups, "block")}, rules=list(waf.rules))
+        pol.waf = snapshot.WafPolicy(managed={**waf.managed, **dict.fromkeys(rules.waf_groups, "block")}, rules=list(waf.rules),
+                                     enforced=sorted(set(waf.enforced) | set(rules.waf_groups)))

@@ -39,16 +39,19 @@ class WebFirewall:
         self._record(flow, logged)
         if verdict is not None:
             self._decide(flow, verdict)
-        elif waf.needs_body:
-            flow.metadata["portico.waf_view"] = view
+        allowed = verdict is not None and verdict.action == "allow"
+        if (verdict is None and waf.needs_body) or (allowed and waf.body_enforced):
+            # an allowed request still gets the platform-enforced groups' body checks
+            flow.metadata["portico.waf_view"] = (view, allowed)
 
     def request(self, flow: http.HTTPFlow) -> None:
-        view: RequestView | None = flow.metadata.pop("portico.waf_view", None)
-        if view is None or flow.response or flow.error:
+        pending = flow.metadata.pop("portico.waf_view", None)
+        if pending is None or flow.response or flow.error:
             return
+        view, allowed = pending
         waf = flow.metadata["portico.site"].extra["filters"].waf
         logged: list[Verdict] = []
-        verdict = waf.check_body(view, logged)
+        verdict = waf.check_body(view, logged, allowed=allowed)
         self._record(flow, logged)
         if verdict is not None:
             self._decide(flow, verdict)

@@ -90,6 +90,7 @@ def test_managed_waf_groups_block_even_where_the_tenant_turned_them_down(cast, s
     waf = _compiled("shop").policies.waf
     assert waf.managed == {"sqli": "block", "xss": "block", "scanners": "block"}
     assert [r.id for r in waf.rules] == ["env"]
+    assert waf.enforced == ["sqli", "xss"]  # the tenant's own allow rules cannot skip these
     platform_policy_set(actor=staff, kind="managed_waf", settings={"groups": ["sqli", "xss"]}, enabled=False)
     assert _compiled("shop").policies.waf.managed["sqli"] == "log"
 

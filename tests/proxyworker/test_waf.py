@@ -327,3 +327,21 @@ def test_worker_blocks_logs_redirects_and_reads_bodies(backend_factory, worker_f
     assert "event=waf action=block rule=no-secrets" in log
     assert "event=waf action=log rule=managed:xss" in log
     assert "event=waf action=log rule=watch-delete" in log
+
+
+def test_a_tenants_allow_rule_does_not_skip_groups_the_platform_enforces():
+    allow_all = rule("trust-everyone", cond("path", "prefix", "/"), action="allow")
+    attack = "/search?q=1' OR '1'='1"
+    tenant_only = Waf(snap.WafPolicy(managed={"sqli": "block"}, rules=[allow_all]))
+    assert decide(tenant_only, make_flow(attack))[0].action == "allow"  # the tenant may skip its own groups
+
+    enforced = Waf(snap.WafPolicy(managed={"sqli": "block"}, rules=[allow_all], enforced=["sqli"]))
+    verdict = decide(enforced, make_flow(attack))[0]
+    assert (verdict.rule, verdict.action) == ("managed:sqli", "block")
+    assert decide(enforced, make_flow("/search?q=shoes"))[0].action == "allow"  # benign: still allowed
+    body_attack = make_flow("/login", method="POST", headers={"content-type": "application/x-www-form-urlencoded"},
+                            body=b"user=admin'--&pass=x")
+    view = RequestView(body_attack, body_attack.request.path)
+    assert enforced.check_head(view, []).action == "allow"
+    # what the addon does next for an allowed request with a body: only the enforced groups
+    assert enforced.check_body(view, [], allowed=True).rule == "managed:sqli"
