@@ -83,9 +83,10 @@ def main() -> None:
     from fleet.compiler import compile_snapshot
     from fleet.models import Worker
     from fleet.publisher import fleet_key, publish
-    from proxyworker import snapshot
     from tenancy.access import Actor
     from tenancy.models import Organization
+
+    from proxyworker import snapshot
 
     origin = ThreadingHTTPServer(("127.0.0.1", free_port()), Origin)
     threading.Thread(target=origin.serve_forever, daemon=True).start()

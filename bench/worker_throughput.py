@@ -148,7 +148,7 @@ def main() -> None:
     load_before = os.getloadavg()
     runs: dict[str, list[dict]] = {name: [] for name in targets}
     try:
-        for name, (url, host) in targets.items():  # warm-up
+        for url, host in targets.values():  # warm-up
             wrk(url, threads=2, conns=32, duration=2, host=host)
         for _ in range(args.rounds):
             for name, (url, host) in targets.items():
