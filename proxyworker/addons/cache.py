@@ -629,6 +629,11 @@ class Cache:
         sites = set(message.get("sites") or ())
         if message.get("site"):
             sites.add(message["site"])
+        if not sites:
+            # A purge always names the sites it covers: one that names none must never become
+            # "every tenant's cache" (an organization without sites purging "all").
+            logger.warning("purge %s names no site: nothing removed", message.get("id"))
+            return 0
         if kind in ("url", "prefix"):
             parts = urlsplit(value)
             try:
@@ -645,14 +650,12 @@ class Cache:
                     key_path = site_rules.key_path(path) if site_rules is not None else path
                     for scheme in ("http", "https"):
                         removed += self.store.delete_url(f"{scheme}\x00{site_id}\x00{host}\x00{key_path}")
-                if sites:
-                    return removed
-                return self.store.delete_matching(lambda s, h, p, t: h == host and p == path)
-            return self.store.delete_matching(lambda s, h, p, t: (not sites or s in sites) and h == host and p.startswith(path))
+                return removed
+            return self.store.delete_matching(lambda s, h, p, t: s in sites and h == host and p.startswith(path))
         if kind == "tag":
-            return self.store.delete_matching(lambda s, h, p, t: (not sites or s in sites) and value in t)
+            return self.store.delete_matching(lambda s, h, p, t: s in sites and value in t)
         if kind == "all":
-            return self.store.delete_matching(lambda s, h, p, t: not sites or s in sites)
+            return self.store.delete_matching(lambda s, h, p, t: s in sites)
         raise ValueError(f"unknown purge kind {kind!r}")
 
 

@@ -143,3 +143,19 @@ def test_a_purge_no_proxy_applied_is_not_reported_done(tmp_path, monkeypatch):
     assert agent.handle_purge(body) is False
     assert agent.sent == []
     assert len(list((tmp_path / "purges").glob("*.json"))) == 1  # still waiting for a proxy to apply it
+
+
+def test_a_purge_only_touches_the_sites_it_names(backend_factory, worker_factory):
+    ours, theirs = backend_factory(headers={"Cache-Control": "max-age=60"}), backend_factory(headers={"Cache-Control": "max-age=60"})
+    w = worker_factory(snapshot(cached_site("ours.test", [ours], id="ours"), cached_site("theirs.test", [theirs], id="theirs")))
+    agent = RecordingAgent(w.snapshot_path)
+    for host in ("ours.test", "theirs.test"):
+        assert get(w, host, "/page").headers["x-cache"] == "MISS"
+    # an organization without sites purging "all" names no site: it must not empty anyone's cache
+    body = {"kind": "purge", "id": "p-empty", "organization": "org-without-sites", "site": None, "sites": [],
+            "purge_kind": "all", "value": ""}
+    assert agent.handle_purge(body)
+    assert get(w, "theirs.test", "/page").headers["x-cache"] == "HIT"
+    purge(agent, "all", site_id="ours")
+    assert get(w, "ours.test", "/page").headers["x-cache"] == "MISS"
+    assert get(w, "theirs.test", "/page").headers["x-cache"] == "HIT"
