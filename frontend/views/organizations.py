@@ -9,6 +9,7 @@ from django.core.mail import send_mail
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
+from edge import services as edge_services
 from tenancy import services
 from tenancy.access import Actor, organizations_for
 from tenancy.models import Invitation, Membership, Role, _hash_secret
@@ -110,6 +111,16 @@ class OrganizationView(OrgView):
             else:
                 return self._back()
         return self.settings_page(rename_form=form)
+
+    def do_require_backend_tls(self, request):
+        """End-to-end encryption for every site: refused, with the plain backends named, while any remain."""
+        required = request.POST.get("require_backend_tls") == "on"
+        try:
+            edge_services.organization_require_backend_tls(actor=self.actor, org=self.org, required=required)
+        except ValidationError as exc:
+            return self.settings_page(tls_error=" ".join(exc.message_dict.get("require_backend_tls", exc.messages)))
+        self.org.refresh_from_db(fields=["require_backend_tls"])
+        return self._back()
 
     def do_invite(self, request):
         form = InvitationForm(request.POST)

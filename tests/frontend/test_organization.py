@@ -70,3 +70,28 @@ def test_members_of_another_organization_are_404(cast):
     response = cast.client("owner").post(URL, {"action": "remove", "member": stranger.pk})
     assert response.status_code == 404
     assert Membership.objects.filter(pk=stranger.pk).exists()
+
+
+def test_requiring_tls_to_backends_names_the_plain_backends_then_holds_once_they_are_gone(cast):
+    from edge.models import Backend
+
+    response = cast.client("owner").post(URL, {"action": "require_backend_tls", "require_backend_tls": "on"})
+    assert response.status_code == 200
+    assert "http://10.0.0.1:8080" in response.content.decode()  # the plain backend that blocks it, named
+    cast.org.refresh_from_db()
+    assert cast.org.require_backend_tls is False
+
+    Backend.objects.filter(pk=cast.backend.pk).update(scheme="https", port=443)
+    response = cast.client("owner").post(URL, {"action": "require_backend_tls", "require_backend_tls": "on"})
+    assert response.status_code == 302
+    cast.org.refresh_from_db()
+    assert cast.org.require_backend_tls is True
+    assert "checked" in cast.client("owner").get(URL).content.decode()
+
+
+def test_only_admins_change_the_tls_requirement(cast):
+    response = cast.client("editor").post(URL, {"action": "require_backend_tls", "require_backend_tls": "on"})
+    assert response.status_code == 403
+    cast.org.refresh_from_db()
+    assert cast.org.require_backend_tls is False
+    assert "not required organization-wide" in cast.client("viewer").get(URL).content.decode()
