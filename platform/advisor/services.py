@@ -10,6 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 from tenancy.access import Actor, ensure_in_org, require
 from tenancy.models import Organization, Role
+from traffic.alerts import open_alert, resolve_alert
+from traffic.models import Alert
 
 from .checks import run_checks
 from .models import Finding, Severity
@@ -65,8 +67,19 @@ def checkup_run(*, actor: Actor, org: Organization) -> CheckupResult:
             record(org=org, actor=Actor.system("security check-up"), action="advisor.alert", target=finding,
                    after={"rule": finding.rule, "severity": finding.severity, "title": finding.title})
             log.warning("critical finding in %s: %s", org.slug, finding.title)
+            # the organization's alert channels (email, signed webhook), once per incident
+            transaction.on_commit(lambda f=finding: open_alert(
+                org_id=org.pk, kind=Alert.Kind.SECURITY_FINDING, subject=_alert_subject(f), summary=f.title,
+                site_id=f.site_id, details={"rule": f.rule, "fix": f.fix}))
+    for finding in result.resolved:
+        transaction.on_commit(lambda f=finding: resolve_alert(
+            org_id=org.pk, kind=Alert.Kind.SECURITY_FINDING, subject=_alert_subject(f)))
     result.open = Finding.objects.for_org(org).filter(resolved_at__isnull=True).count()
     return result
+
+
+def _alert_subject(finding: Finding) -> str:
+    return f"{finding.rule}:{finding.subject}"[:200]
 
 
 @transaction.atomic
@@ -79,4 +92,7 @@ def finding_acknowledge(*, actor: Actor, org: Organization, finding: Finding) ->
     finding.save(update_fields=["acknowledged_at", "acknowledged_by"])
     record(org=org, actor=actor, action="advisor.acknowledge", target=finding,
            after={"rule": finding.rule, "subject": finding.subject, "title": finding.title})
+    # accepted: it stops alerting
+    transaction.on_commit(lambda: resolve_alert(org_id=org.pk, kind=Alert.Kind.SECURITY_FINDING,
+                                                subject=_alert_subject(finding)))
     return finding

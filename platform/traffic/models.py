@@ -118,6 +118,7 @@ class Alert(OrgOwned):
         TRAFFIC_SPIKE = "traffic_spike", "Traffic spike"
         CERT_EXPIRING = "cert_expiring", "Certificate expiring"
         WORKER_OFFLINE = "worker_offline", "Worker offline"
+        SECURITY_FINDING = "security_finding", "Critical security finding"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     subject = models.CharField(max_length=200)  # what it is about: a backend id, a worker name...

@@ -159,3 +159,22 @@ def test_running_the_check_up_on_demand_needs_an_editor(cast, site):
     with pytest.raises(Http404):
         checkup_run(actor=cast.outsider, org=cast.org)
     assert checkup_run(actor=cast.editor, org=cast.org).open > 0
+
+
+def test_a_new_critical_finding_opens_one_alert_and_the_fix_resolves_it(cast, site, django_capture_on_commit_callbacks):
+    from traffic.models import Alert
+
+    cert = Certificate(organization=cast.org, hostnames=["shop.acme.test"], source="uploaded", status="issued",
+                       not_after=timezone.now() - dt.timedelta(days=1))
+    cert.save()
+    for _ in range(3):
+        with django_capture_on_commit_callbacks(execute=True):
+            checkup_run(actor=SYSTEM, org=cast.org)
+    alert = Alert.objects.get(organization=cast.org, kind=Alert.Kind.SECURITY_FINDING)
+    assert alert.resolved_at is None and "expired" in alert.summary
+    Certificate.objects.filter(pk=cert.pk).update(not_after=timezone.now() + dt.timedelta(days=60))
+    with django_capture_on_commit_callbacks(execute=True):
+        checkup_run(actor=SYSTEM, org=cast.org)
+    alert.refresh_from_db()
+    assert alert.resolved_at is not None
+    assert Alert.objects.filter(organization=cast.org, kind=Alert.Kind.SECURITY_FINDING).count() == 1
