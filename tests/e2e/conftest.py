@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import connection
+from kombu import pools as kombu_pools
 
 from .processes import PY, ROOT, PrivateRedis, free_port, spawn, stop, wait_for  # noqa: F401
 
@@ -43,10 +44,11 @@ def _point_celery_at(app, url: str, options: dict) -> None:
     app.conf.update(broker_url=url, CELERY_BROKER_URL=url, broker_transport_options=options,
                     CELERY_BROKER_TRANSPORT_OPTIONS=options)
     # Not app.close(): it also unregisters the app, and shared tasks imported later would not find it.
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    # kombu keeps connection and producer pools in a process-wide registry keyed by connection:
+    # reset it too, or a later test gets a pool this one closed ("Acquire on closed pool").
+    app._pool = None
     app.amqp._producer_pool = None
+    kombu_pools.reset()
 
 
 @pytest.fixture

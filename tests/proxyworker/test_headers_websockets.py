@@ -7,7 +7,7 @@ import base64
 import os
 import socket
 
-from tests.proxyworker.conftest import get, read_ws_frame, site, snapshot, ws_frame
+from tests.proxyworker.conftest import _backend_loop, get, read_ws_frame, site, snapshot, ws_frame
 
 
 def test_forwarding_headers_reach_the_backend(backend_factory, worker_factory, test_ca):
@@ -72,7 +72,9 @@ def test_websocket_echo_passes_through(backend_factory, worker_factory):
         writer.close()
         return got
 
-    assert asyncio.run(talk()) == [b"wsb:hello", b"wsb:" + b"x" * 70000]
+    # on the fixtures' own loop thread: a browser test earlier in the session may leave a loop
+    # running in this thread, and asyncio.run() refuses to nest
+    assert _backend_loop().run(talk(), timeout=30) == [b"wsb:hello", b"wsb:" + b"x" * 70000]
 
 
 def test_keep_alive_connection_serves_many_requests(backend_factory, worker_factory):
