@@ -615,3 +615,18 @@ def test_backends_may_not_point_at_metadata_or_link_local_addresses(cast, shop, 
 @pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "192.168.1.10", "::1", "origin.internal"])
 def test_loopback_and_private_origins_stay_allowed(cast, shop, address):
     services.backend_create(actor=cast.editor, org=cast.org, site=shop.site, address=address, port=80)
+
+
+@pytest.mark.parametrize("call", [
+    lambda c, s: services.site_update(actor=c.editor, org=c.org, site=s.site, colour="blue"),
+    lambda c, s: services.backend_update(actor=c.editor, org=c.org, backend=s.backend, colour="blue"),
+    lambda c, s: services.backend_create(actor=c.editor, org=c.org, site=s.site, address="10.0.0.9", colour="blue"),
+    lambda c, s: services.route_update(actor=c.editor, org=c.org, route=s.route, colour="blue"),
+    lambda c, s: services.policy_update(actor=c.editor, org=c.org, policy=s.policy, colour="blue"),
+], ids=["site_update", "backend_update", "backend_create", "route_update", "policy_update"])
+def test_an_unknown_field_is_a_400_naming_it_and_nothing_changes(call, cast, shop, db_state):
+    before = db_state()
+    with pytest.raises(ValidationError) as err:
+        call(cast, shop)
+    assert err.value.message_dict == {"colour": ["Unknown field."]}
+    assert db_state() == before
