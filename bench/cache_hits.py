@@ -20,11 +20,9 @@ import argparse
 import http.client
 import json
 import os
-import re
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -34,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import wrk  # noqa: E402
 from proxyworker import compression  # noqa: E402
 from proxyworker import snapshot as snap  # noqa: E402
 from tests.e2e.processes import PY, free_port, spawn, stop, wait_for  # noqa: E402
@@ -97,17 +96,6 @@ CORPUS = {
     "minified css": VENV_SITE / "rest_framework/static/rest_framework/css/bootstrap.min.css",
 }
 MITMPROXY_FASTEST = {"gzip": 1, "br": 0, "zstd": 1}
-
-
-def wrk(url: str, *, threads: int, conns: int, duration: int, headers: dict[str, str]) -> dict:
-    args = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency"]
-    for k, v in headers.items():
-        args += ["-H", f"{k}: {v}"]
-    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"rps": rps, "errors": (int(errors.group(1)) if errors else 0) + (sum(map(int, sock.groups())) if sock else 0)}
 
 
 def probe(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:

@@ -23,11 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import wrk  # noqa: E402
 from proxyworker import snapshot as snap  # noqa: E402
 from tests.e2e.processes import PY, free_port, spawn, stop, wait_for  # noqa: E402
 
@@ -58,23 +57,6 @@ HEADERS = {
     "Cookie": "session=abc123; theme=dark",
     "Accept": "text/html",
 }
-
-
-def wrk(url: str, *, threads: int, conns: int, duration: int, host: str, headers: list[str]) -> dict:
-    args = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "-H", f"Host: {host}"]
-    for h in headers:
-        args += ["-H", h]
-    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {
-        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50_ms": float(p50.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[p50.group(2)],
-        "non_2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()), strict=True)) if sock else {},
-    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -202,18 +184,18 @@ def main() -> None:
         wait_for(lambda p=port: up(p), timeout=30, what=f"port {port}")
     time.sleep(1)
 
-    extra = [f"{k}: {v}" for k, v in HEADERS.items()]
+    extra = {"Host": "bench.test", **HEADERS}
     load_before = os.getloadavg()
     runs: dict[str, list[dict]] = {name: [] for name in kinds}
     try:
         for port in ports.values():  # warm-up
-            wrk(f"http://127.0.0.1:{port}{PATH}", threads=1, conns=16, duration=2, host="bench.test", headers=extra)
+            wrk(f"http://127.0.0.1:{port}{PATH}", threads=1, conns=16, duration=2, headers=extra)
         for _ in range(args.rounds):
             for name, port in ports.items():
                 pid = procs[kinds[name]].pid
                 cpu_before = cpu_seconds(pid)
                 run = wrk(f"http://127.0.0.1:{port}{PATH}", threads=1, conns=16, duration=args.duration,
-                          host="bench.test", headers=extra)
+                          headers=extra)
                 # CPU time per request is what a request costs the worker whatever else the machine
                 # is doing; requests/s on a busy machine mostly measures the neighbours.
                 run["cpu_us_per_request"] = (cpu_seconds(pid) - cpu_before) / max(1, run["requests"]) * 1e6

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "platform"))
 
-from bench.worker_throughput import NGINX_CONF, site_snapshot, wrk  # noqa: E402
+from bench.harness import wrk  # noqa: E402
+from bench.worker_throughput import NGINX_CONF, site_snapshot  # noqa: E402
 from proxyworker import snapshot  # noqa: E402
 from tests.e2e.processes import PY, free_port, spawn, stop, wait_for  # noqa: E402
 
@@ -68,14 +69,14 @@ def worker_cost(duration: int, rounds: int) -> dict:
         runs: dict[str, list[float]] = {"on": [], "off": []}
         errors = {"on": 0, "off": 0}
         for mode in ("on", "off"):  # warm-up
-            wrk(f"http://127.0.0.1:{ports[mode]}/index.html", threads=2, conns=32, duration=2, host="site7.bench.test")
+            wrk(f"http://127.0.0.1:{ports[mode]}/index.html", threads=2, conns=32, duration=2, headers={"Host": "site7.bench.test"})
         for i in range(rounds):
             order = ("on", "off") if i % 2 == 0 else ("off", "on")
             for mode in order:
                 r = wrk(f"http://127.0.0.1:{ports[mode]}/index.html", threads=2, conns=32, duration=duration,
-                        host="site7.bench.test")
+                        headers={"Host": "site7.bench.test"})
                 runs[mode].append(r["rps"])
-                errors[mode] += r["non_2xx"] + r["socket_errors"]
+                errors[mode] += r["errors"]
         spooled = len(list((work / "on" / "traffic").glob("*.json")))
     finally:
         for p in procs.values():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import wrk  # noqa: E402
 from proxyworker import snapshot  # noqa: E402
 from tests.e2e.processes import PY, free_port, spawn, stop, wait_for  # noqa: E402
 
@@ -51,22 +51,8 @@ http {{
 """
 
 
-def wrk(url: str, *, threads: int, conns: int, duration: int, host: str | None = None) -> dict:
-    args = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency"]
-    if host:
-        args += ["-H", f"Host: {host}"]
-    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    scale = {"us": 1e-3, "ms": 1.0, "s": 1000.0}[p50.group(2)]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {
-        "rps": rps,
-        "p50_ms": float(p50.group(1)) * scale,
-        "non_2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": sum(map(int, sock.groups())) if sock else 0,
-    }
+def _host(host: str | None) -> dict[str, str] | None:
+    return {"Host": host} if host else None
 
 
 def rss_mb(pid: int) -> float:
@@ -149,12 +135,12 @@ def main() -> None:
     runs: dict[str, list[dict]] = {name: [] for name in targets}
     try:
         for url, host in targets.values():  # warm-up
-            wrk(url, threads=2, conns=32, duration=2, host=host)
+            wrk(url, threads=2, conns=32, duration=2, headers=_host(host))
         for _ in range(args.rounds):
             for name, (url, host) in targets.items():
-                runs[name].append(wrk(url, threads=2, conns=32, duration=args.duration, host=host))
+                runs[name].append(wrk(url, threads=2, conns=32, duration=args.duration, headers=_host(host)))
         latency = {
-            name: statistics.median(wrk(url, threads=1, conns=1, duration=5, host=host)["p50_ms"] for _ in range(args.rounds))
+            name: statistics.median(wrk(url, threads=1, conns=1, duration=5, headers=_host(host))["p50_ms"] for _ in range(args.rounds))
             for name, (url, host) in targets.items()
             if name in ("nginx direct (no proxy)", "portico worker, 1 process")
         }
@@ -166,7 +152,7 @@ def main() -> None:
             stop(p)
 
     summary = {name: {"rps_median": statistics.median(r["rps"] for r in rs), "rps_runs": [r["rps"] for r in rs],
-                      "errors": sum(r["non_2xx"] + r["socket_errors"] for r in rs)} for name, rs in runs.items()}
+                      "errors": sum(r["errors"] for r in rs)} for name, rs in runs.items()}
     mitm = summary["stock mitmdump reverse"]["rps_median"]
     nginx = summary["nginx reverse proxy"]["rps_median"]
     one = summary["portico worker, 1 process"]["rps_median"]
