@@ -73,7 +73,8 @@ class Balancer:
 
     def _assign(self, flow: http.HTTPFlow, pool: Pool, backend: BackendState) -> None:
         backend.active += 1
-        flow.metadata["portico.backend"] = backend
+        flow.metadata["portico.backend"] = backend  # popped when the request is released
+        flow.metadata["portico.chosen"] = backend  # kept: metrics and access logs name it after release
         flow.metadata["portico.pool"] = pool
         req = flow.request
         # Writing .data directly: the Host header stays the client's (keep_host_header).

@@ -92,11 +92,6 @@ class Metrics:
 
     # --- per request ------------------------------------------------------------------------
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        backend = flow.metadata.get("portico.backend")
-        if backend is not None:
-            flow.metadata["portico.metrics.chosen"] = backend
-
     def response(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
         if resp is not None:
@@ -130,7 +125,7 @@ class Metrics:
             if backend is None and flow.server_conn is not None:
                 backend = self.live.server_backend.get(flow.server_conn.id)
             if backend is None:
-                backend = md.get("portico.metrics.chosen")
+                backend = md.get("portico.chosen")
         blocked_md = md.get("portico.blocked")
         blocked = (blocked_md.get("reason", ""), str(blocked_md.get("rule", ""))) if blocked_md else None
         decision = md.get("portico.cache")
