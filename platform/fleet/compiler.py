@@ -3,13 +3,18 @@
 A handful of queries for the whole platform (not one per site), so compiling 10,000 sites stays
 cheap. Paused sites and disabled backends are left out; private keys are re-encrypted from the
 database's data keys to the fleet key.
+
+A publish usually changes one site of thousands, so each site's compiled form is kept with the rows
+it came from (``_SiteMemo``): a site whose rows are equal to last time is reused as it was, not
+built and validated again. The rows are always read; only the work on unchanged rows is saved.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from certs.models import Certificate
@@ -64,33 +69,41 @@ def compile_snapshot(
             (pool, snapshot.Backend(id=str(bid), address=address, port=port, scheme=scheme, weight=weight, state=state,
                                     tls_verify=tls_verify, ca_pem=ca_pem or None, sni=sni or None))
         )
-    own_policies: dict[Any, list[Policy]] = defaultdict(list)
-    org_defaults: dict[Any, list[Policy]] = defaultdict(list)
-    for policy in Policy.objects.filter(enabled=True).order_by("kind", "name", "id").only(
+    own_policies: dict[Any, list[PolicyRow]] = defaultdict(list)
+    org_defaults: dict[Any, list[PolicyRow]] = defaultdict(list)
+    for org_id, site_id, kind, settings in Policy.objects.filter(enabled=True).order_by("kind", "name", "id").values_list(
         "organization_id", "site_id", "kind", "settings"
     ):
-        if policy.site_id is None:
-            org_defaults[policy.organization_id].append(policy)
-        elif policy.site_id in active:
-            own_policies[policy.site_id].append(policy)
+        if site_id is None:
+            org_defaults[org_id].append(PolicyRow(kind, settings))
+        elif site_id in active:
+            own_policies[site_id].append(PolicyRow(kind, settings))
 
     platform_rules = platform_policies.load()  # staff's rules, merged on top of every tenant's own
 
     compiled = []
+    memo = _memo.begin()
     for row in sites:
-        try:
-            site = _site(row, hostnames[row["id"]], routes[row["id"]], backends[row["id"]],
-                         effective_policies(own_policies[row["id"]], org_defaults[row["organization_id"]]))
-            if row["id"] in broken_routes:
-                raise snapshot.SnapshotError(broken_routes[row["id"]])
-            platform_policies.apply(site, platform_rules)
-            snapshot.validate_site(site)
-        except (snapshot.SnapshotError, msgspec.ValidationError, ValueError) as exc:
-            log.error("site %s (%s) left out of the snapshot: %s", row["name"], row["id"], exc)
-            if skipped is not None:
-                skipped.append({"site": str(row["id"]), "name": row["name"], "reason": str(exc)})
-            continue
+        sid = row["id"]
+        inputs = (tuple(row.values()), hostnames[sid], routes[sid], backends[sid], own_policies[sid],
+                  org_defaults[row["organization_id"]], platform_rules, broken_routes.get(sid))
+        site = memo.get(sid, inputs)
+        if site is None:
+            try:
+                site = _site(row, hostnames[sid], routes[sid], backends[sid],
+                             effective_policies(own_policies[sid], org_defaults[row["organization_id"]]))
+                if sid in broken_routes:
+                    raise snapshot.SnapshotError(broken_routes[sid])
+                platform_policies.apply(site, platform_rules)
+                snapshot.validate_site(site)
+            except (snapshot.SnapshotError, msgspec.ValidationError, ValueError) as exc:
+                log.error("site %s (%s) left out of the snapshot: %s", row["name"], sid, exc)
+                if skipped is not None:
+                    skipped.append({"site": str(sid), "name": row["name"], "reason": str(exc)})
+                continue
+        memo.put(sid, inputs, site)
         compiled.append(site)
+    _memo.commit(memo)
     served = {name: s.organization for s in compiled for name in s.hostnames}
     certificates = _certificates(served, fleet_key)
     snap = snapshot.Snapshot(
@@ -100,8 +113,55 @@ def compile_snapshot(
         certificates=certificates,
         acme_challenges=sorted(acme_challenges or [], key=lambda c: (c.hostname, c.token)),
     )
-    snapshot.validate(snap)
+    snapshot.validate(snap, sites_checked=True)  # each site passed validate_site above (or when it was memoized)
     return snap
+
+
+class PolicyRow(NamedTuple):
+    kind: str
+    settings: Any
+
+
+class _SiteMemo:
+    """The sites of the last compile in this process, each with the rows it was built from.
+
+    A compile reads through ``begin()`` and publishes its own sites with ``commit()``; sites that
+    were not compiled this time (deleted, paused, left out) fall out. The reused ``snapshot.Site``
+    objects are shared between snapshots, which is safe because nothing changes a snapshot after
+    it is compiled.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sites: dict[Any, tuple[tuple, snapshot.Site]] = {}
+
+    def begin(self) -> _MemoRun:
+        with self._lock:
+            return _MemoRun(self._sites)
+
+    def commit(self, run: _MemoRun) -> None:
+        with self._lock:
+            self._sites = run.fresh
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sites = {}
+
+
+class _MemoRun:
+    def __init__(self, previous: dict) -> None:
+        self.previous = previous
+        self.fresh: dict[Any, tuple[tuple, snapshot.Site]] = {}
+
+    def get(self, site_id, inputs: tuple) -> snapshot.Site | None:
+        hit = self.previous.get(site_id)
+        return hit[1] if hit is not None and hit[0] == inputs else None
+
+    def put(self, site_id, inputs: tuple, site: snapshot.Site) -> None:
+        self.fresh[site_id] = (inputs, site)
+
+
+_memo = _SiteMemo()
 
 
 _SITE_COLUMNS = (
@@ -164,7 +224,7 @@ def _site(
     )
 
 
-def effective_policies(own: list[Policy], defaults: list[Policy]) -> snapshot.Policies:
+def effective_policies(own: list[PolicyRow], defaults: list[PolicyRow]) -> snapshot.Policies:
     """A site's own policies on top of its organization's defaults."""
     out = snapshot.Policies()
     own_kinds = {p.kind for p in own}

@@ -22,6 +22,10 @@ from .models import ConfigVersion, PublishState
 
 log = logging.getLogger(__name__)
 
+# The snapshot this process published last, so the next publish's change summary does not have to
+# decode the stored envelope again: (version number, snapshot).
+_last_published: tuple[int, snapshot.Snapshot] | None = None
+
 
 def fleet_key() -> snapshot.FleetKey:
     return snapshot.FleetKey(settings.FLEET_KEY)
@@ -88,6 +92,8 @@ def publish(*, force: bool = False) -> ConfigVersion | None:
             envelope=text,
             changes={**summarize_changes(latest, snap), **({"skipped": skipped} if skipped else {})},
         )
+    global _last_published
+    _last_published = (number, snap)
     sent = broadcast(version.number, text)
     log.info(
         "published config v%s (%s bytes, %s sites) to %s workers: compiled in %.0f ms, signed and stored in %.0f ms",
@@ -101,14 +107,19 @@ def summarize_changes(previous: ConfigVersion | None, snap: snapshot.Snapshot) -
     new = {s.id: s for s in snap.sites}
     if previous is None:
         return {"added": sorted(s.name for s in snap.sites), "removed": [], "changed": []}
-    try:
-        old_snap = snapshot.decode(snapshot.decode_envelope(previous.envelope).body)
-    except snapshot.SnapshotError:  # written under an older contract: no summary, but never a failed publish
-        return {"added": sorted(s.name for s in snap.sites), "removed": [], "changed": [], "note": "previous version unreadable"}
+    last = _last_published
+    if last is not None and last[0] == previous.number:
+        old_snap = last[1]
+    else:
+        try:
+            old_snap = snapshot.decode(snapshot.decode_envelope(previous.envelope).body)
+        except snapshot.SnapshotError:  # written under an older contract: no summary, but never a failed publish
+            return {"added": sorted(s.name for s in snap.sites), "removed": [], "changed": [], "note": "previous version unreadable"}
     old = {s.id: s for s in old_snap.sites}
     return {
         "added": sorted(new[i].name for i in new.keys() - old.keys()),
         "removed": sorted(old[i].name for i in old.keys() - new.keys()),
-        "changed": sorted(new[i].name for i in new.keys() & old.keys() if new[i] != old[i]),
+        # Unchanged sites are usually the very same objects (the compiler reuses them).
+        "changed": sorted(new[i].name for i in new.keys() & old.keys() if new[i] is not old[i] and new[i] != old[i]),
         "certificates": len(snap.certificates) - len(old_snap.certificates),
     }

@@ -285,3 +285,44 @@ def test_a_publish_records_the_sites_it_left_out(cast, two_tenants):
     version = publish(force=True)
     assert [s["name"] for s in version.changes["skipped"]] == ["Shop"]
     assert "not a host" in version.changes["skipped"][0]["reason"]
+
+
+def test_an_unchanged_site_is_reused_and_every_kind_of_change_is_seen(cast, two_tenants):
+    """The compiler keeps each site's compiled form with the rows it came from: whatever row of a
+    site changes, the next compile must show it, and only the untouched sites are reused."""
+    from edge.models import Hostname, Policy, Route
+    from edge.platform_policies import platform_policy_set
+    from tenancy.access import Actor
+
+    shop = two_tenants.shop
+    first = _by_name(_compile(1))
+    again = _by_name(_compile(2))
+    assert again["Portal"] is first["Portal"] and again["Shop"] is first["Shop"]
+
+    changes = [
+        ("site row", lambda: Site.objects.filter(pk=shop.pk).update(hc_path="/ready"),
+         lambda s: s.health_check.path == "/ready"),
+        ("hostname", lambda: Hostname.objects.filter(name="www.acme.test").update(name="store.acme.test"),
+         lambda s: "store.acme.test" in s.hostnames),
+        ("backend", lambda: Backend.objects.filter(address="10.0.0.1").update(weight=7),
+         lambda s: any(b.weight == 7 for p in s.pools for b in p.backends)),
+        ("route", lambda: Route.objects.filter(site=shop, path_prefix="/api").update(path_prefix="/v2"),
+         lambda s: any(r.path_prefix == "/v2" for r in s.routes)),
+        ("own policy", lambda: Policy.objects.filter(site=shop, kind="cache").update(settings={"default_ttl": 5}),
+         lambda s: s.policies.cache.default_ttl == 5),
+        ("organization default", lambda: Policy.objects.filter(organization=cast.org, site=None, kind="rate_limit").update(
+            settings={"name": "org", "requests": 7}), lambda s: any(r.requests == 7 for r in s.policies.rate_limits)),
+        ("platform rule", lambda: platform_policy_set(actor=Actor.system("test"), kind="ip_blocklist",
+                                                      settings={"deny": ["198.51.100.0/24"]}),
+         lambda s: "198.51.100.0/24" in s.policies.ip_rules.deny),
+    ]
+    previous = again
+    for n, (what, change, seen) in enumerate(changes, start=3):
+        change()
+        compiled = _by_name(_compile(n))
+        assert seen(compiled["Shop"]), what
+        assert compiled["Shop"] is not previous["Shop"], what
+        if what != "platform rule":  # a platform rule is every site's input
+            assert compiled["Portal"] is previous["Portal"], what
+        previous = compiled
+    assert _by_name(_compile(99))["Shop"] == _by_name(compile_snapshot(version=99, fleet_key=fleet_key()))["Shop"]
