@@ -19,7 +19,7 @@ from django.utils import timezone
 from kombu import Queue
 
 from proxyworker import snapshot
-from proxyworker.agent import AGENT_QUEUE_PREFIX, HEARTBEAT_SECONDS
+from proxyworker.agent import AGENT_QUEUE_PREFIX, HEARTBEAT_SECONDS, snapshot_message
 
 from .models import ConfigVersion, Rollout, Worker
 
@@ -59,9 +59,10 @@ def recent_workers():
 def broadcast(number: int, envelope: str) -> int:
     """Send version ``number`` to every worker seen recently. Returns how many were sent."""
     sent = 0
+    message = snapshot_message(number, envelope)
     for name in recent_workers().values_list("name", flat=True):
         try:
-            send_to_worker(name, {"kind": "snapshot", "version": number, "envelope": envelope})
+            send_to_worker(name, message)
             sent += 1
         except Exception:  # the broker is down: the worker catches up on its next hello
             log.exception("could not send v%s to worker %s", number, name)
@@ -98,7 +99,7 @@ def worker_hello(*, name: str, pool: str, address: str, capacity: int, version: 
     )
     latest = ConfigVersion.objects.order_by("-number").first()
     if latest is not None and latest.number > version:
-        send_to_worker(name, {"kind": "snapshot", "version": latest.number, "envelope": latest.envelope})
+        send_to_worker(name, snapshot_message(latest.number, latest.envelope))
     return worker
 
 
