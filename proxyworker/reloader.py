@@ -1,6 +1,7 @@
 """Watch the snapshot file, swap in each good snapshot, keep the last good one when a new one is bad.
 
-The file is polled (stat only: mtime, inode, size) a few times a second, off the request path.
+The file is checked (stat only: mtime, inode, size) when inotify says something in its directory
+changed, and polled a few times a second besides, off the request path.
 Loading and decoding run in a thread; compiling runs on the loop and ends with a single reference
 assignment, so a request sees either the old tables or the new ones, never a mix, and nothing is
 restarted or dropped.
@@ -24,6 +25,7 @@ import msgspec
 
 from proxyworker import snapshot as snap
 from proxyworker.health import HealthChecker
+from proxyworker.inotify import DirectoryWatch
 from proxyworker.tables import Live, compile_snapshot
 
 logger = logging.getLogger(__name__)
@@ -83,16 +85,39 @@ class SnapshotWatcher:
         return True
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            current = self._stat()
-            if current == self._seen:
-                continue
-            self._seen = current
-            if current is None:
-                self._report("missing", f"snapshot file {self.path} disappeared; serving the last good one")
-                continue
-            await self.reload()
+        changed = asyncio.Event()
+        watch = DirectoryWatch.open(os.path.dirname(os.path.abspath(self.path)))
+        if watch is not None:
+            name = os.path.basename(self.path)
+            loop = asyncio.get_running_loop()
+
+            def on_events() -> None:
+                if name in watch.names():
+                    changed.set()
+
+            loop.add_reader(watch.fd, on_events)
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(changed.wait(), self.poll_interval)
+                except TimeoutError:
+                    pass
+                changed.clear()
+                await self._check()
+        finally:
+            if watch is not None:
+                loop.remove_reader(watch.fd)
+                watch.close()
+
+    async def _check(self) -> None:
+        current = self._stat()
+        if current == self._seen:
+            return
+        self._seen = current
+        if current is None:
+            self._report("missing", f"snapshot file {self.path} disappeared; serving the last good one")
+            return
+        await self.reload()
 
     async def reload(self) -> bool:
         try:

@@ -139,3 +139,13 @@ def test_several_processes_share_the_ports(backend_factory, worker_factory):
     w.swap(snapshot(site("mp.test", [a]), site("mp2.test", [a]), version=2))
     time.sleep(0.6)  # the other process polls the file too
     assert all(get(w, "mp2.test").status == 200 for _ in range(10))
+
+
+def test_a_renamed_in_snapshot_is_picked_up_without_waiting_for_the_poll(backend_factory, worker_factory):
+    # Polling every 30 s: only the inotify wake-up can make the swap this fast.
+    a, b = backend_factory("before"), backend_factory("after")
+    w = worker_factory(snapshot(site("wake.test", [a])), poll_interval=30)
+    started = time.monotonic()
+    w.swap(snapshot(site("wake.test", [b]), version=2))
+    assert time.monotonic() - started < 5
+    assert get(w, "wake.test").backend == "after"
