@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import wrk  # noqa: E402
+from bench.harness import cpu_seconds, wrk  # noqa: E402
 from proxyworker import snapshot as snap  # noqa: E402
 from tests.e2e.processes import PY, free_port, spawn, stop, wait_for  # noqa: E402
 
@@ -57,12 +57,6 @@ HEADERS = {
     "Cookie": "session=abc123; theme=dark",
     "Accept": "text/html",
 }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used (clock ticks of /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def fifty_rules() -> list[snap.WafRule]:
@@ -196,8 +190,6 @@ def main() -> None:
                 cpu_before = cpu_seconds(pid)
                 run = wrk(f"http://127.0.0.1:{port}{PATH}", threads=1, conns=16, duration=args.duration,
                           headers=extra)
-                # CPU time per request is what a request costs the worker whatever else the machine
-                # is doing; requests/s on a busy machine mostly measures the neighbours.
                 run["cpu_us_per_request"] = (cpu_seconds(pid) - cpu_before) / max(1, run["requests"]) * 1e6
                 runs[name].append(run)
     finally:

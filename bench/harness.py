@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+from pathlib import Path
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
@@ -27,3 +29,11 @@ def wrk(url: str, *, threads: int, conns: int, duration: int, headers: dict[str,
     }
     result["errors"] = result["non_2xx"] + sum(socket_errors.values())
     return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (clock ticks of /proc/<pid>/stat). CPU time per
+    request is what a request costs a worker whatever else the machine is doing; requests/s on a
+    busy machine mostly measures the neighbours."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
