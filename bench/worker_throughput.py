@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import wrk  # noqa: E402
+from bench.harness import cpu_seconds, wrk  # noqa: E402
 from proxyworker import snapshot  # noqa: E402
 from tests.e2e.processes import PY, free_port, spawn, stop, wait_for  # noqa: E402
 
@@ -136,9 +136,15 @@ def main() -> None:
     try:
         for url, host in targets.values():  # warm-up
             wrk(url, threads=2, conns=32, duration=2, headers=_host(host))
+        single = {"stock mitmdump reverse": procs["mitmdump"].pid, "portico worker, 1 process": procs["worker1"].pid}
         for _ in range(args.rounds):
             for name, (url, host) in targets.items():
-                runs[name].append(wrk(url, threads=2, conns=32, duration=args.duration, headers=_host(host)))
+                pid = single.get(name)
+                cpu_before = cpu_seconds(pid) if pid else 0.0
+                run = wrk(url, threads=2, conns=32, duration=args.duration, headers=_host(host))
+                if pid:  # one process each: CPU per request is the throughput neighbours cannot blur
+                    run["cpu_us_per_request"] = (cpu_seconds(pid) - cpu_before) / max(1, run["requests"]) * 1e6
+                runs[name].append(run)
         latency = {
             name: statistics.median(wrk(url, threads=1, conns=1, duration=5, headers=_host(host))["p50_ms"] for _ in range(args.rounds))
             for name, (url, host) in targets.items()
@@ -153,6 +159,9 @@ def main() -> None:
 
     summary = {name: {"rps_median": statistics.median(r["rps"] for r in rs), "rps_runs": [r["rps"] for r in rs],
                       "errors": sum(r["errors"] for r in rs)} for name, rs in runs.items()}
+    for name, rs in runs.items():
+        if "cpu_us_per_request" in rs[0]:
+            summary[name]["cpu_us_per_request_median"] = round(statistics.median(r["cpu_us_per_request"] for r in rs), 1)
     mitm = summary["stock mitmdump reverse"]["rps_median"]
     nginx = summary["nginx reverse proxy"]["rps_median"]
     one = summary["portico worker, 1 process"]["rps_median"]
@@ -166,6 +175,9 @@ def main() -> None:
         "throughput": summary,
         "ratios": {
             "worker_1_process_vs_stock_mitmdump": round(one / mitm, 2),
+            "worker_1_process_vs_stock_mitmdump_by_cpu_per_request": round(
+                summary["stock mitmdump reverse"]["cpu_us_per_request_median"]
+                / summary["portico worker, 1 process"]["cpu_us_per_request_median"], 2),
             f"worker_{args.processes}_processes_vs_1": round(many / one, 2),
             "worker_1_process_vs_nginx_proxy": round(one / nginx, 3),
         },
