@@ -136,3 +136,25 @@ def test_upstream_tls_is_verified_against_the_backends_ca(backend_factory, worke
     assert get(w, "up-bad.test").status == 502  # wrong CA: never talk to an unverified origin
     assert bad.hits == 0
     assert get(w, "up-noverify.test").backend == "tls-bad"
+
+
+def test_a_reload_takes_over_the_tls_contexts_of_unchanged_certificates(test_ca):
+    from proxyworker.tables import compile_snapshot
+
+    key = snap.FleetKey("fleet-secret-for-context-reuse-0123")
+    chain_a, key_a, _ = test_ca.issue("a.test")
+    chain_b, key_b, _ = test_ca.issue("b.test")
+    certs = [snap.Certificate(id="ca", hostnames=["a.test"], chain_pem=chain_a, key_enc=key.encrypt_key("ca", key_a)),
+             snap.Certificate(id="cb", hostnames=["b.test"], chain_pem=chain_b, key_pem=key_b)]
+    sites = [site("a.test", []), site("b.test", [])]
+    first = compile_snapshot(snapshot(*sites, certificates=certs), None, key)
+    second = compile_snapshot(snapshot(*sites, version=2, certificates=certs), first, key)
+    assert second.sni["a.test"] is first.sni["a.test"] and second.sni["b.test"] is first.sni["b.test"]
+
+    renewed_chain, renewed_key, _ = test_ca.issue("b.test")
+    renewed = [certs[0], snap.Certificate(id="cb", hostnames=["b.test"], chain_pem=renewed_chain, key_pem=renewed_key)]
+    stricter = [site("a.test", [], tls_min_version="1.3"), sites[1]]
+    third = compile_snapshot(snapshot(*stricter, version=3, certificates=renewed), second, key)
+    assert third.sni["b.test"] is not second.sni["b.test"]  # a renewed certificate gets its own context
+    assert third.sni["a.test"] is not second.sni["a.test"]  # so does a new minimum TLS version
+    assert set(third.contexts) == {("ca", "1.3", chain_a, certs[0].key_enc), ("cb", "1.2", renewed_chain, renewed_key)}
