@@ -49,32 +49,51 @@ def _minute_row(worker: str, org_id, m: dict) -> tuple:
     blocked_by = [list(b) for b in m.get("blocked") or []]
     minute = dt.datetime.fromtimestamp(int(m["minute"]) * 60, tz=dt.UTC)
     return (
-        org_id, str(_uuid(m["site"])), minute, worker, str(m["process"])[:40], int(m["seq"]),
+        org_id, _uuid(m["site"]), minute, worker, str(m["process"])[:40], int(m["seq"]),
         int(m.get("requests", 0)), *map(int, status), int(m.get("bytes_in", 0)), int(m.get("bytes_out", 0)),
         int(cache.get("hit", 0)), int(cache.get("miss", 0)), int(cache.get("stale", 0)), int(cache.get("bypass", 0)),
-        int(cache.get("revalidated", 0)), sum(int(b[2]) for b in blocked_by), json.dumps(blocked_by),
-        json.dumps([int(n) for n in m.get("latency") or []]), float(m.get("latency_sum_ms", 0.0)),
-        json.dumps(m.get("backends") or {}),
+        int(cache.get("revalidated", 0)), sum(int(b[2]) for b in blocked_by), blocked_by,
+        [int(n) for n in m.get("latency") or []], float(m.get("latency_sum_ms", 0.0)), m.get("backends") or {},
     )
+
+
+# Postgres types of the minute columns, for reading a message's rows out of one JSON parameter.
+_PG_TYPES = {"organization_id": "uuid", "site_id": "uuid", "minute": "timestamptz", "worker": "text", "process": "text",
+             "latency_sum_ms": "double precision", **dict.fromkeys(_JSON_COLUMNS, "jsonb")}
+
+
+def _sql_value(column: str, value):
+    """A value as the database without a JSON parameter path (SQLite) stores it: JSON as text,
+    UUIDs as Django keeps them there (32 hex digits)."""
+    if column in _JSON_COLUMNS:
+        return json.dumps(value)
+    if isinstance(value, uuid.UUID) and not connection.features.has_native_uuid_field:
+        return value.hex
+    return value
 
 
 def _upsert_minutes(rows: list[tuple]) -> None:
     table = TrafficMinute._meta.db_table
     cols = ", ".join(_MINUTE_COLUMNS)
-    json_cast = "::jsonb" if connection.vendor == "postgresql" else ""
-    one = "(" + ", ".join(f"%s{json_cast}" if c in _JSON_COLUMNS else "%s" for c in _MINUTE_COLUMNS) + ")"
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ("seq", *_COUNT_COLUMNS))
+    # Postgres refuses one statement touching a row twice; the agent already keeps one report
+    # per (process, site, minute), so a message never holds duplicates.
+    upsert = (f"ON CONFLICT (site_id, minute, worker, process) DO UPDATE SET {updates} "
+              f"WHERE {table}.seq < EXCLUDED.seq")
     with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            # All rows in one JSON parameter: a multi-row VALUES list has 24 placeholders a row,
+            # and the driver's parsing of such a statement cost more than Postgres' work.
+            record = ", ".join(f"{c} {_PG_TYPES.get(c, 'bigint')}" for c in _MINUTE_COLUMNS)
+            payload = [dict(zip(_MINUTE_COLUMNS, row, strict=True)) for row in rows]
+            cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM jsonb_to_recordset(%s::jsonb) AS r({record}) {upsert}",
+                        [json.dumps(payload, default=str)])
+            return
+        one = "(" + ", ".join(["%s"] * len(_MINUTE_COLUMNS)) + ")"
         for start in range(0, len(rows), _UPSERT_ROWS):
             chunk = rows[start:start + _UPSERT_ROWS]
-            # Postgres refuses one statement touching a row twice; the agent already keeps one
-            # report per (process, site, minute), so a chunk never holds duplicates.
-            cur.execute(
-                f"INSERT INTO {table} ({cols}) VALUES {', '.join([one] * len(chunk))} "
-                f"ON CONFLICT (site_id, minute, worker, process) DO UPDATE SET {updates} "
-                f"WHERE {table}.seq < EXCLUDED.seq",
-                [v for row in chunk for v in row],
-            )
+            params = [_sql_value(c, v) for row in chunk for c, v in zip(_MINUTE_COLUMNS, row, strict=True)]
+            cur.execute(f"INSERT INTO {table} ({cols}) VALUES {', '.join([one] * len(chunk))} {upsert}", params)
 
 
 def ingest(*, worker: str, minutes: Iterable[dict] = (), samples: Iterable[dict] = (),
@@ -146,8 +165,27 @@ def _store_backend_health(worker_name: str, orgs: dict, backends: list[dict]) ->
             row.up, row.processes, row.processes_up, row.updated_at = up, procs, procs_up, now
             update.append(row)
     BackendHealth.objects.bulk_create(create, ignore_conflicts=True)
-    BackendHealth.objects.bulk_update(update, ["up", "processes", "processes_up", "since", "updated_at"])
+    _update_health(update)
     return changed
+
+
+def _update_health(rows: list[BackendHealth]) -> None:
+    fields = ["up", "processes", "processes_up", "since", "updated_at"]
+    if connection.vendor != "postgresql":
+        BackendHealth.objects.bulk_update(rows, fields)
+        return
+    if not rows:
+        return
+    # One JSON parameter rather than bulk_update's CASE per field and row (thousands of placeholders).
+    payload = [{"id": r.pk, "up": r.up, "processes": r.processes, "processes_up": r.processes_up,
+                "since": r.since.isoformat(), "updated_at": r.updated_at.isoformat()} for r in rows]
+    with connection.cursor() as cur:
+        cur.execute(
+            f"UPDATE {BackendHealth._meta.db_table} AS h SET {', '.join(f'{f} = r.{f}' for f in fields)} "
+            "FROM jsonb_to_recordset(%s::jsonb) AS r(id bigint, up boolean, processes integer, processes_up integer, "
+            "since timestamptz, updated_at timestamptz) WHERE h.id = r.id",
+            [json.dumps(payload)],
+        )
 
 
 # --- downsampling and retention -------------------------------------------------------------------

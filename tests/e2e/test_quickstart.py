@@ -2,7 +2,8 @@
 
 Mirrors `make run`: migrate, the demo account and site, a Celery worker of the control plane and a
 worker node's agent, all talking through the portico-fs:// broker folder. The agent's hello, the
-control plane's answer with the snapshot, and the agent's report make a real round trip.
+control plane's answer with the snapshot, and the agent's report make a real round trip; traffic
+counters a proxy process spools reach the SQLite rollups the same way.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import json
 import os
 import secrets
 import subprocess
+import time
 
 import pytest
 
-from proxyworker import snapshot
+from proxyworker import snapshot, traffic
 
 from .processes import PY, ROOT, spawn, stop, wait_for
 
@@ -70,6 +72,23 @@ def test_the_embedded_defaults_boot_and_a_celery_round_trip_crosses_the_filesyst
             return json.loads(out.strip().splitlines()[-1]) == [{"name": "local", "version": served.version}]
 
         wait_for(reported, timeout=60, interval=0.5, what="the agent's report to reach the SQLite database")
+
+        # What a proxy process's metrics addon spools every few seconds: three requests to the demo site.
+        site = served.sites[0]
+        recorder = traffic.Recorder()
+        for _ in range(3):
+            recorder.count(site.id, site.organization, time.time(), 200, 0, 612, None, None, 0.002, site.pools[0].backends[0].id)
+        minutes, samples = recorder.drain(time.time())
+        traffic.Spool(snap_path.parent / traffic.SPOOL_FOLDER, "test.1").write(
+            {"version": served.version, "minutes": minutes, "samples": samples, "backends": []})
+
+        def counted() -> bool:
+            out = manage(embedded_env, "shell", "-c",
+                         "from django.db.models import Sum; from traffic.models import TrafficMinute; "
+                         "print(TrafficMinute.objects.aggregate(n=Sum('requests'))['n'])")
+            return out.strip().splitlines()[-1] == "3"
+
+        wait_for(counted, timeout=60, interval=0.5, what="the spooled traffic to reach the SQLite rollups")
     finally:
         for proc in procs:
             stop(proc)
