@@ -4,11 +4,8 @@ plane, and worker nodes (proxy processes + agent) on 127.0.0.1, all on free port
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ from django.conf import settings
 from django.db import connection
 from kombu import pools as kombu_pools
 
-from .processes import PY, ROOT, PrivateRedis, free_port, spawn, stop, wait_for  # noqa: F401
+from .processes import PY, ROOT, Node, PrivateRedis, free_port, spawn, stop, wait_for  # noqa: F401
 
 
 @pytest.fixture
@@ -82,76 +79,6 @@ def control_celery(platform_env, tmp_path) -> Iterator[subprocess.Popen]:
     yield proc
     stop(proc)
     connection.close()
-
-
-@dataclass
-class Node:
-    """One worker node: an agent and (optionally) its proxy processes, sharing a snapshot file."""
-
-    name: str
-    folder: Path
-    env: dict
-    agent_args: list[str]
-    proxy_args: list[str] | None = None
-    log_dir: Path | None = None  # defaults to folder
-    http_port: int = 0
-    https_port: int = 0
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    @property
-    def snapshot_path(self) -> Path:
-        return self.folder / "snapshot.json"
-
-    def start_agent(self) -> None:
-        self.procs["agent"] = spawn(self.agent_args, env=self.env, log=(self.log_dir or self.folder) / "agent.log")
-
-    def stop_agent(self, sig: int = signal.SIGTERM) -> None:
-        if "agent" in self.procs:
-            stop(self.procs.pop("agent"), sig)
-
-    def start_proxy(self) -> None:
-        assert self.proxy_args is not None
-        self.procs["proxy"] = spawn(self.proxy_args, env=self.env, log=(self.log_dir or self.folder) / "proxy.log")
-        wait_for(self._listening, timeout=20, what=f"proxy of {self.name} to listen")
-
-    def stop_proxy(self, sig: int = signal.SIGTERM) -> None:
-        if "proxy" in self.procs:
-            stop(self.procs.pop("proxy"), sig)
-
-    def _listening(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    def get(self, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]:
-        """A plain GET through this node's proxy."""
-        import http.client
-
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
-        try:
-            conn.request("GET", path, headers={"Host": host})
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-    def served_version(self) -> int:
-        from proxyworker import snapshot
-
-        try:
-            return snapshot.load_file(str(self.snapshot_path), snapshot.FleetKey(settings.FLEET_KEY)).version
-        except (FileNotFoundError, snapshot.SnapshotError):
-            return 0
-
-    def log(self) -> str:
-        return ((self.log_dir or self.folder) / "agent.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            stop(proc)
-        self.procs.clear()
 
 
 @pytest.fixture
