@@ -91,18 +91,9 @@ def node_factory(platform_env, control_celery, tmp_path) -> Iterator[Callable[..
         env = dict(platform_env)
         if fleet_key is not None:
             env["PORTICO_FLEET_KEY"] = fleet_key
-        snap = str(folder / "snapshot.json")
-        args = [PY, "-m", "proxyworker.agent", "--snapshot", snap, "--name", name, "--broker", platform_env["CELERY_BROKER_URL"]]
-        if not proxy:
-            args.append("--no-proxy")
-        logs = tmp_path / f"{name}-logs"  # beside, not in, the node's folder (which may be a tiny disk)
-        logs.mkdir(exist_ok=True)
-        node = Node(name=name, folder=folder, env=env, agent_args=args, log_dir=logs)
+        node = Node.define(name, folder, env, broker=platform_env["CELERY_BROKER_URL"], proxy=proxy,
+                           log_dir=tmp_path / f"{name}-logs")  # beside, not in, the folder (maybe a tiny disk)
         if proxy:
-            node.http_port, node.https_port = free_port(), free_port()
-            node.proxy_args = [PY, "-m", "proxyworker", "--snapshot", snap, "--http-port", str(node.http_port),
-                               "--https-port", str(node.https_port), "--processes", "1", "--listen-host", "127.0.0.1",
-                               "--log-level", "info"]
             node.start_proxy()
         node.start_agent()
         nodes.append(node)

@@ -106,6 +106,23 @@ class Node:
     https_port: int = 0
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
+    @classmethod
+    def define(cls, name: str, folder: Path, env: dict, *, broker: str, proxy: bool = True, processes: int = 1,
+               log_dir: Path | None = None, proxy_options: tuple[str, ...] = ()) -> Node:
+        """A node of the platform (not started): an agent on ``broker`` and, with ``proxy``, proxy
+        processes on free ports, both using ``folder/snapshot.json``."""
+        snap = str(folder / "snapshot.json")
+        agent = [PY, "-m", "proxyworker.agent", "--snapshot", snap, "--name", name, "--broker", broker]
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        node = cls(name=name, folder=folder, env=env, agent_args=agent if proxy else [*agent, "--no-proxy"], log_dir=log_dir)
+        if proxy:
+            node.http_port, node.https_port = free_port(), free_port()
+            node.proxy_args = [PY, "-m", "proxyworker", "--snapshot", snap, "--http-port", str(node.http_port),
+                               "--https-port", str(node.https_port), "--processes", str(processes),
+                               "--listen-host", "127.0.0.1", "--log-level", "info", *proxy_options]
+        return node
+
     @property
     def snapshot_path(self) -> Path:
         return self.folder / "snapshot.json"
