@@ -210,7 +210,7 @@ def broker_restarted(p: Platform) -> dict:
         load, start, fault, end,
         recovery_s=round(changed.t - restarted, 3),
         recovery_means="broker restarted → the change made while it was down is served",
-        data_lost=0 if changed else 1,
+        data_lost=0 if changed else 1,  # the change made while the broker was down
         notes=[f"the change (backend moved to c-2) committed while the broker was down; the service call took "
                f"{1000 * change_took:.0f} ms",
                f"broker down {restarted - fault:.1f} s; {len(stale)} requests served by c-2 before the restart "
@@ -360,7 +360,7 @@ def lkg_disk_unwritable(p: Platform) -> dict:
         recovery_s=recovery,
         recovery_means="disk writable again → the change it could not store is served"
         + ("" if changed else f" (not within {ARGS.recovery_timeout:.0f} s)"),
-        data_lost=None,
+        data_lost=0 if changed else 1,  # the change made while the disk was read-only
         report={"outcome": report.outcome, "reason": report.reason, "after_s": round(reported - fault, 3)},
         notes=[f"while read-only: {sum(1 for r in during if r.ok and r.tag == 'e-1')} of {len(during)} requests "
                f"served by the old snapshot (v{served_before}), the node reported v{newest} {report.outcome}"],
