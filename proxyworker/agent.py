@@ -9,7 +9,8 @@ a bad snapshot.
 
 On start and on every reconnect it says hello with its version; the control plane answers with
 the newest snapshot if the node lacks it. Heartbeats go out every HEARTBEAT_SECONDS. While the
-broker is down the proxy keeps serving what it has; kombu reconnects with backoff.
+broker is down the proxy keeps serving what it has; kombu reconnects with backoff. A snapshot the
+disk refuses (full, read-only) is reported and written again every heartbeat until it fits.
 
 Never imports Django: it talks to the control plane only through messages on the broker.
 """
@@ -113,6 +114,11 @@ class Agent(ConsumerMixin):
         self.version = self._served_version()
         self.queue = Queue(f"{AGENT_QUEUE_PREFIX}{name}", durable=True, routing_key=f"{AGENT_QUEUE_PREFIX}{name}")
         self._stop_heartbeat = threading.Event()
+        # The consumer and the heartbeat thread (retrying an unwritten snapshot) both apply.
+        self._apply_lock = threading.Lock()
+        # A verified snapshot the disk refused (full, read-only): (version, envelope, reason),
+        # written again every heartbeat until it fits or a newer one supersedes it.
+        self.unwritten: tuple[int, str, str] | None = None
 
     # --- what is served now --------------------------------------------------------------------
 
@@ -158,6 +164,20 @@ class Agent(ConsumerMixin):
 
     def handle_snapshot(self, version: int, message: dict) -> str:
         """Apply the envelope of one snapshot message. Returns 'applied', 'rejected' or 'ignored'."""
+        with self._apply_lock:
+            return self._apply(version, message)
+
+    def retry_unwritten(self) -> str | None:
+        """Write again a snapshot the disk refused; None when there is none (or a newer one won)."""
+        pending = self.unwritten
+        if pending is None:
+            return None
+        if pending[0] <= self.version:
+            self.unwritten = None
+            return None
+        return self.handle_snapshot(pending[0], {"kind": "snapshot", "version": pending[0], "envelope": pending[1]})
+
+    def _apply(self, version: int, message: dict) -> str:
         started = time.perf_counter()
         try:
             envelope_text = envelope_of(message)
@@ -178,7 +198,12 @@ class Agent(ConsumerMixin):
             # Disk full or read-only: the proxy keeps serving what it has in memory, and the
             # control plane hears why this node is behind.
             reason = f"cannot write the last-known-good snapshot: {exc.strerror or exc}"
-            log.error("v%s not applied: %s", snap.version, reason)
+            again = self.unwritten is not None and self.unwritten[0] == snap.version and self.unwritten[2] == reason
+            self.unwritten = (snap.version, envelope_text, reason)
+            if again:  # reported already; say it again only when the reason changes
+                log.debug("v%s still not written: %s", snap.version, reason)
+                return "rejected"
+            log.error("v%s not applied: %s; retrying every %.0f s", snap.version, reason, HEARTBEAT_SECONDS)
             self.send("fleet.report", name=self.name, version=snap.version, outcome="rejected", reason=reason)
             return "rejected"
         written = time.perf_counter()
@@ -190,6 +215,8 @@ class Agent(ConsumerMixin):
             self.send("fleet.report", name=self.name, version=snap.version, outcome="rejected", reason=reason)
             return "rejected"
         self.version = snap.version
+        if self.unwritten is not None and self.unwritten[0] <= snap.version:
+            self.unwritten = None
         log.info(
             "applied v%s: verified and written in %.0f ms, swapped in by the proxy %.0f ms later",
             snap.version, 1000 * (written - started), 1000 * (time.perf_counter() - written),
@@ -248,6 +275,10 @@ class Agent(ConsumerMixin):
 
     def _heartbeat_loop(self) -> None:
         while not self._stop_heartbeat.wait(HEARTBEAT_SECONDS):
+            try:
+                self.retry_unwritten()
+            except Exception:  # the heartbeat must go on
+                log.exception("retrying the unwritten snapshot failed")
             self.send("fleet.heartbeat", name=self.name, version=self.version)
 
     def start_heartbeats(self) -> threading.Thread:

@@ -162,10 +162,30 @@ def serve(settings: Settings) -> int:
         ratelimit.remove(settings.ratelimit_file)
 
 
+# A process that dies again and again is restarted later and later (0.5 s, 1 s, 2 s ... 30 s), so a
+# crash loop does not eat a core; one that served this long before dying counts as a fresh start.
+RESPAWN_BACKOFF_FIRST = 0.5
+RESPAWN_BACKOFF_MAX = 30.0
+RESPAWN_STABLE_SECONDS = 30.0
+
+
+def respawn_delay(deaths_in_a_row: int) -> float:
+    """Seconds to wait before replacing a process that died ``deaths_in_a_row`` times without
+    serving RESPAWN_STABLE_SECONDS in between: the first is replaced at once."""
+    if deaths_in_a_row <= 1:
+        return 0.0
+    return min(RESPAWN_BACKOFF_MAX, RESPAWN_BACKOFF_FIRST * 2 ** (deaths_in_a_row - 2))
+
+
 def _supervise(settings: Settings) -> int:
-    """Fork `processes` workers, restart any that dies, pass termination signals on."""
+    """Fork `processes` workers, restart any that dies (with a backoff), pass termination signals on.
+
+    The other processes keep serving meanwhile: they share the ports, so the kernel sends new
+    connections to them; only connections the dead process had accepted are lost."""
     children: dict[int, float] = {}
     slots: dict[int, int] = {}  # pid -> its slot (admin port offset), reused by its replacement
+    deaths: dict[int, int] = {}  # slot -> deaths in a row
+    pending: dict[int, float] = {}  # slot -> when its replacement starts
     stopping = False
 
     def spawn(slot: int) -> None:
@@ -184,6 +204,7 @@ def _supervise(settings: Settings) -> int:
     def stop(signum, frame) -> None:
         nonlocal stopping
         stopping = True
+        pending.clear()
         for pid in list(children):
             try:
                 os.kill(pid, signum)
@@ -195,13 +216,27 @@ def _supervise(settings: Settings) -> int:
     for slot in range(settings.processes):
         spawn(slot)
     exit_code = 0
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
+    while children or pending:
+        if pending:
+            now = time.monotonic()
+            for slot, at in list(pending.items()):
+                if at <= now:
+                    del pending[slot]
+                    spawn(slot)
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if pid == 0:
+                time.sleep(0.05)
+                continue
+        else:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
         started = children.pop(pid, None)
         slot = slots.pop(pid, 0)
         if started is None:
@@ -209,14 +244,19 @@ def _supervise(settings: Settings) -> int:
         code = os.waitstatus_to_exitcode(status)
         if stopping:
             continue
-        if time.monotonic() - started < 1.0 and code != 0:
-            # Dying at start-up (port taken, bad option): restarting would only loop.
+        lived = time.monotonic() - started
+        if lived < 1.0 and code > 0:
+            # Exiting with an error at start-up (port taken, bad option): restarting would only loop.
+            # A signal (code < 0: the OOM killer, an operator's kill -9) is not the process's doing.
             logger.error("worker %d exited with %d at start-up; stopping", pid, code)
             exit_code = code or 1
             stop(signal.SIGTERM, None)
             continue
-        logger.error("worker %d exited with %d; starting a new one", pid, code)
-        spawn(slot)
+        deaths[slot] = 1 if lived >= RESPAWN_STABLE_SECONDS else deaths.get(slot, 0) + 1
+        delay = respawn_delay(deaths[slot])
+        how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+        logger.error("worker %d %s; starting a new one%s", pid, how, f" in {delay:.1f} s" if delay else "")
+        pending[slot] = time.monotonic() + delay
     return exit_code
 
 

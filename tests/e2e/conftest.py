@@ -4,11 +4,8 @@ plane, and worker nodes (proxy processes + agent) on 127.0.0.1, all on free port
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ from django.conf import settings
 from django.db import connection
 from kombu import pools as kombu_pools
 
-from .processes import PY, ROOT, PrivateRedis, free_port, spawn, stop, wait_for  # noqa: F401
+from .processes import PY, ROOT, Node, PrivateRedis, free_port, spawn, stop, wait_for  # noqa: F401
 
 
 @pytest.fixture
@@ -84,76 +81,6 @@ def control_celery(platform_env, tmp_path) -> Iterator[subprocess.Popen]:
     connection.close()
 
 
-@dataclass
-class Node:
-    """One worker node: an agent and (optionally) its proxy processes, sharing a snapshot file."""
-
-    name: str
-    folder: Path
-    env: dict
-    agent_args: list[str]
-    proxy_args: list[str] | None = None
-    log_dir: Path | None = None  # defaults to folder
-    http_port: int = 0
-    https_port: int = 0
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    @property
-    def snapshot_path(self) -> Path:
-        return self.folder / "snapshot.json"
-
-    def start_agent(self) -> None:
-        self.procs["agent"] = spawn(self.agent_args, env=self.env, log=(self.log_dir or self.folder) / "agent.log")
-
-    def stop_agent(self, sig: int = signal.SIGTERM) -> None:
-        if "agent" in self.procs:
-            stop(self.procs.pop("agent"), sig)
-
-    def start_proxy(self) -> None:
-        assert self.proxy_args is not None
-        self.procs["proxy"] = spawn(self.proxy_args, env=self.env, log=(self.log_dir or self.folder) / "proxy.log")
-        wait_for(self._listening, timeout=20, what=f"proxy of {self.name} to listen")
-
-    def stop_proxy(self, sig: int = signal.SIGTERM) -> None:
-        if "proxy" in self.procs:
-            stop(self.procs.pop("proxy"), sig)
-
-    def _listening(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    def get(self, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]:
-        """A plain GET through this node's proxy."""
-        import http.client
-
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
-        try:
-            conn.request("GET", path, headers={"Host": host})
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-    def served_version(self) -> int:
-        from proxyworker import snapshot
-
-        try:
-            return snapshot.load_file(str(self.snapshot_path), snapshot.FleetKey(settings.FLEET_KEY)).version
-        except (FileNotFoundError, snapshot.SnapshotError):
-            return 0
-
-    def log(self) -> str:
-        return ((self.log_dir or self.folder) / "agent.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            stop(proc)
-        self.procs.clear()
-
-
 @pytest.fixture
 def node_factory(platform_env, control_celery, tmp_path) -> Iterator[Callable[..., Node]]:
     nodes: list[Node] = []
@@ -164,18 +91,9 @@ def node_factory(platform_env, control_celery, tmp_path) -> Iterator[Callable[..
         env = dict(platform_env)
         if fleet_key is not None:
             env["PORTICO_FLEET_KEY"] = fleet_key
-        snap = str(folder / "snapshot.json")
-        args = [PY, "-m", "proxyworker.agent", "--snapshot", snap, "--name", name, "--broker", platform_env["CELERY_BROKER_URL"]]
-        if not proxy:
-            args.append("--no-proxy")
-        logs = tmp_path / f"{name}-logs"  # beside, not in, the node's folder (which may be a tiny disk)
-        logs.mkdir(exist_ok=True)
-        node = Node(name=name, folder=folder, env=env, agent_args=args, log_dir=logs)
+        node = Node.define(name, folder, env, broker=platform_env["CELERY_BROKER_URL"], proxy=proxy,
+                           log_dir=tmp_path / f"{name}-logs")  # beside, not in, the folder (maybe a tiny disk)
         if proxy:
-            node.http_port, node.https_port = free_port(), free_port()
-            node.proxy_args = [PY, "-m", "proxyworker", "--snapshot", snap, "--http-port", str(node.http_port),
-                               "--https-port", str(node.https_port), "--processes", "1", "--listen-host", "127.0.0.1",
-                               "--log-level", "info"]
             node.start_proxy()
         node.start_agent()
         nodes.append(node)

@@ -10,48 +10,14 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from .processes import PY, ROOT, free_port, spawn, stop, wait_for
+from .processes import PG_BIN, PY, ROOT, PrivatePostgres, free_port, spawn, stop, wait_for
 
 pytestmark = pytest.mark.e2e
-
-PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
-
-
-class PrivatePostgres:
-    def __init__(self):
-        # Outside pytest's tmp_path: its parents are private to root, and postgres must reach the folder.
-        self.folder = Path(tempfile.mkdtemp(prefix="portico-pg-"))
-        self.folder.chmod(0o755)
-        self.port = free_port()
-        shutil.chown(self.folder, "postgres", "postgres")
-        self._pg(["initdb", "-D", str(self.folder / "data"), "-A", "trust", "-U", "postgres"], check=True)
-
-    def _pg(self, args, **kw):
-        return subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / args[0]), *args[1:]],
-                              capture_output=True, text=True, **kw)
-
-    def start(self) -> None:
-        self._pg(["pg_ctl", "-D", str(self.folder / "data"), "-l", str(self.folder / "log"), "-w", "start",
-                  "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"], check=True)
-
-    def stop(self) -> None:
-        self._pg(["pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop"])
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    @property
-    def url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
-
 
 def api(port: int, path: str, token: str, body: dict | None = None) -> tuple[int, dict]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST" if body else "GET",

@@ -155,3 +155,32 @@ def test_a_full_disk_is_reported_and_the_node_keeps_its_last_good_snapshot(org, 
         assert not list(disk.glob("*.part"))  # no partial file left holding the space
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs and turns it read-only")
+def test_a_read_only_disk_is_reported_and_the_snapshot_is_written_once_it_is_writable(org, node_factory, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], check=True)
+    try:
+        node = node_factory("node-a", folder=disk)
+        wait_for(lambda: registered("node-a"), what="hello")
+        create_site(org)
+        v1 = wait_for(latest_version, what="v1")
+        wait_for(lambda: node.served_version() == v1, what="v1 applied")
+
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        create_site(org, name="blog", port=9001)
+        v2 = wait_for(lambda: latest_version() if latest_version() > v1 else 0, what="v2")
+        rejected = wait_for(lambda: Rollout.objects.filter(worker__name="node-a", version=v2, outcome="rejected").first(),
+                            timeout=30, what="the node to report it cannot write")
+        assert rejected.reason == "cannot write the last-known-good snapshot: Read-only file system"
+        assert node.served_version() == v1
+
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        # no new change and no reconnect: the agent writes the refused snapshot again by itself
+        wait_for(lambda: node.served_version() == v2, timeout=15, what="v2 written once the disk is writable")
+        wait_for(lambda: Rollout.objects.filter(worker__name="node-a", version=v2, outcome="applied").exists(),
+                 timeout=15, what="v2 reported applied")
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
