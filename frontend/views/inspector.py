@@ -30,7 +30,7 @@ class ReplayForm(forms.Form):
     def __init__(self, *args, backends, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["backend"].choices = [
-            (str(b.pk), f"{b} ({b.pool}{'' if b.state == Backend.State.ENABLED else ', ' + b.get_state_display().lower()})")
+            (str(b.pk), f"{b} (pool {b.pool}{'' if b.state == Backend.State.ENABLED else ', ' + b.get_state_display().lower()})")
             for b in backends
         ]
 
