@@ -10,6 +10,8 @@ from edge.models import Backend
 from traffic import replay
 from traffic.models import RequestSample
 
+from proxyworker.traffic import mask_headers
+
 from ..org_view import apply_errors
 from .sites import SiteMixin
 
@@ -99,6 +101,10 @@ class SampleView(SiteMixin):
             "frontend/sites/sample.html",
             site=self.site,
             sample=sample,
+            # Masked on the worker already; masked again here so that a sample from a worker that
+            # missed one (an older version, a new secret-looking name) never shows it in clear.
+            request_headers=mask_headers(sample.request_headers),
+            response_headers=mask_headers(sample.response_headers),
             backend=next((b for b in backends if str(b.pk) == sample.backend_id), None),
             timing=sample_timing(sample),
             form=form,

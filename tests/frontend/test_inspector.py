@@ -76,6 +76,7 @@ def test_newest_first_with_rule_backend_cache_and_time(cast, samples):
     assert "deleted backend" in body  # the failed request's backend is gone
     assert ">hit<" in body and "10.5 ms" in body
     assert 'class="badge blocked"' in body and 'class="badge failed"' in body
+    assert "style=" not in body
 
 
 @pytest.mark.parametrize(("query", "shown"), [
@@ -117,6 +118,15 @@ def test_the_detail_shows_headers_with_secrets_masked_rule_backend_and_timing(ca
     assert "wp-probe" in blocked
 
 
+def test_a_secret_a_worker_failed_to_mask_is_still_shown_masked(cast):
+    sample = make_sample(cast.site, request_headers=[["Host", "shop.acme.test"], ["Authorization", "Bearer abc123"],
+                                                     ["X-Session-Token", "tok-987"]],
+                         response_headers=[["Set-Cookie", "sid=zzz"]])
+    body = cast.client("owner").get(detail(cast, sample)).content.decode()
+    assert "abc123" not in body and "tok-987" not in body and "sid=zzz" not in body
+    assert body.count('class="badge masked"') == 3
+
+
 @pytest.mark.parametrize("who", WHO)
 def test_members_see_samples_and_strangers_get_404(cast, samples, who):
     assert cast.client(who).get(inspector(cast)).status_code == (404 if who == "outsider" else 200)
@@ -154,6 +164,7 @@ def test_an_editor_replays_against_a_real_backend_from_the_page(cast, samples):
     assert "authorization" not in headers and "cookie" not in headers
     assert "200 X" in body and "Left out" in body and "<code>Authorization</code>: masked on the worker" in body
     assert "s3cr3t" not in body  # the answer's Set-Cookie is masked too
+    assert "style=" not in body and '<rect class="wait"' in body  # the replay's timing bar
     assert "&quot;backend&quot;: &quot;origin&quot;" in body  # the body, escaped, never rendered
     assert AuditEvent.objects.filter(action="request.replay", actor_name="editor@acme.test").count() == 1
 

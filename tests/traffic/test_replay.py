@@ -95,6 +95,14 @@ def test_the_backend_gets_method_path_and_host_but_no_masked_or_hop_by_hop_heade
     assert ("X-Backend", "origin") in result.response_headers
 
 
+def test_a_secret_a_worker_failed_to_mask_is_not_replayed(shop, origin, people):
+    backend = local_backend(shop, origin.port)
+    sample = sample_of(shop, headers=[["Host", "shop.acme.test"], ["Authorization", "Bearer abc123"], ["Accept", "*/*"]])
+    result = replay.replay_sample(actor=people["editor"], org=shop.organization, sample=sample, backend=backend)
+    assert "authorization" not in origin.requests[-1][2] and origin.requests[-1][2]["accept"] == "*/*"
+    assert "abc123" not in json.dumps(result.as_dict())
+
+
 def test_a_route_that_rewrites_the_prefix_is_applied(shop, origin, people):
     Route.objects.create(organization=shop.organization, site=shop, path_prefix="/api/", pool="default", rewrite_prefix="/v2/")
     backend = local_backend(shop, origin.port)
