@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from .views import audit, certificates, fleet, organizations, security, sites, tokens
+from .views import audit, certificates, fleet, inspector, organizations, security, sites, tokens
 
 app_name = "frontend"
 
@@ -22,6 +22,9 @@ site_urls = [
     path("policies/", sites.PolicyAddView.as_view(), name="policy_add"),
     path("policies/<uuid:policy_id>/", sites.PolicyUpdateView.as_view(), name="policy_update"),
     path("policies/<uuid:policy_id>/remove/", sites.PolicyRemoveView.as_view(), name="policy_remove"),
+    path("inspector/", inspector.InspectorView.as_view(), name="inspector"),
+    path("inspector/<int:sample_id>/", inspector.SampleView.as_view(), name="sample"),
+    path("inspector/<int:sample_id>/replay/", inspector.SampleReplayView.as_view(), name="sample_replay"),
 ]
 
 org_urls = [

@@ -380,6 +380,14 @@ LOGGING = {
 TRAFFIC_MINUTE_HOURS = env_int("PORTICO_TRAFFIC_MINUTE_HOURS", 48)  # minute rollups; then hours only
 TRAFFIC_RETENTION_DAYS = env_int("PORTICO_TRAFFIC_RETENTION_DAYS", 30)  # hourly rollups
 TRAFFIC_SAMPLE_DAYS = env_int("PORTICO_TRAFFIC_SAMPLE_DAYS", 7)  # inspector samples
+# Replay of an inspected request, sent by the control plane itself (traffic/replay.py): per
+# organization and minute, seconds to wait, KiB of the answer's body shown. Backend addresses also
+# pass BACKEND_DENY_NETWORKS and these networks, for replays only: the control plane's own
+# neighbours (its database, broker, admin services) which workers' backends may use but replays may not.
+PORTICO_REPLAY_PER_MINUTE = env_int("PORTICO_REPLAY_PER_MINUTE", 30)
+PORTICO_REPLAY_TIMEOUT = env_int("PORTICO_REPLAY_TIMEOUT", 10)
+PORTICO_REPLAY_BODY_KIB = env_int("PORTICO_REPLAY_BODY_KIB", 64)
+REPLAY_DENY_NETWORKS = [ipaddress.ip_network(n) for n in env_list("PORTICO_REPLAY_DENY_NETWORKS", "")]
 # /metrics (Prometheus) on the platform: open from loopback; from elsewhere only with
 # "Authorization: Bearer <PORTICO_METRICS_TOKEN>". Empty token: loopback only.
 METRICS_TOKEN = env_str("PORTICO_METRICS_TOKEN", "")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 from django.db.models import Sum
+from django.test import Client
+from django.urls import reverse
 from edge import services as edge
 from edge.models import Backend as BackendRow
 from fleet.models import Worker
 from tenancy.access import Actor
-from tenancy.models import Organization
+from tenancy.models import Membership, Organization, Role, User
 from traffic import selectors
 from traffic.models import BackendHealth, RequestSample, TrafficMinute
 
@@ -56,3 +58,21 @@ def test_requests_through_a_worker_show_up_in_the_rollups(transactional_db, orig
     assert RequestSample.objects.filter(site=blog, kind="failed").count() == 4
     wait_for(lambda: BackendHealth.objects.filter(backend_id=backend.pk, up=True).exists(), what="backend health")
     assert str(selectors.backend_health(shop)[str(backend.pk)]) == "up on 1 of 1 workers"
+
+    # The inspector page shows the failed requests, with the backend the worker chose; an editor
+    # replays one from the page against that backend, which answers it again.
+    editor = User.objects.create_user(email="editor@acme.test", password="x")
+    Membership.objects.create(organization=org, user=editor, role=Role.EDITOR)
+    client = Client()
+    client.force_login(editor)
+    page = client.get(reverse("frontend:inspector", kwargs={"org_slug": "acme", "site_id": blog.pk}) + "?kind=failed")
+    body = page.content.decode()
+    assert body.count('class="badge failed"') == 4
+    blog_backend = BackendRow.objects.get(site=blog)
+    assert str(blog_backend) in body
+    sample = RequestSample.objects.filter(site=blog, backend_id=str(blog_backend.pk)).first()
+    hits = broken.hits
+    result = client.post(reverse("frontend:sample_replay", kwargs={"org_slug": "acme", "site_id": blog.pk, "sample_id": sample.pk}),
+                         {"backend": str(blog_backend.pk)}).content.decode()
+    assert "500 X" in result and f"from {blog_backend}" in result
+    assert broken.hits == hits + 1 and broken.requests[-1][2]["host"] == "blog.example.com"

@@ -6,6 +6,7 @@ README."""
 from __future__ import annotations
 
 import re
+import time
 from email import message_from_string
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import broker, control_celery, node_factory, platform_env, wait_for  # noqa: F401  (fixtures)
+from tests.proxyworker.conftest import Backend
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PASSWORD = "a long and unusual passphrase 42"
@@ -118,3 +120,78 @@ def test_sign_up_to_an_applied_site_a_token_and_the_audit_log(page: Page, live_s
     page.get_by_role("link", name="Fleet").click()
     expect(page.get_by_role("row", name=re.compile("edge-1"))).to_contain_text("Online")
     shoot(page, "fleet")
+
+
+def _reported_samples(site, backend) -> None:
+    """Three requests as a worker reports them (secrets already masked), through the real ingest."""
+    from traffic import services
+
+    now = time.time()
+    common = {"site": str(site.pk), "organization": str(site.organization_id), "host": "shop.example.test",
+              "client_ip": "203.0.113.7", "request_id": "req-1"}
+    services.ingest(worker="edge-1", samples=[
+        {**common, "at": now - 30, "method": "GET", "path": "/products/42?ref=mail&token=***", "status": 200,
+         "backend": str(backend.pk), "cache": "miss",
+         "request_headers": [["Host", "shop.example.test"], ["Authorization", "***"], ["Cookie", "***"],
+                             ["Accept", "text/html"], ["User-Agent", "Mozilla/5.0"]],
+         "response_headers": [["Content-Type", "application/json"], ["Set-Cookie", "***"]],
+         "timing": {"receive": 0.3, "connect": 1.1, "upstream_wait": 14.2, "send": 2.4, "total": 17.0}},
+        {**common, "at": now - 20, "method": "POST", "path": "/wp-login.php", "status": 403,
+         "blocked": {"reason": "waf", "rule": "wp-probe"}, "request_headers": [["Host", "shop.example.test"]],
+         "timing": {"receive": 0.2, "total": 0.4}},
+        {**common, "at": now - 10, "method": "GET", "path": "/checkout", "status": 502, "backend": str(backend.pk),
+         "error": "Connection refused", "request_headers": [["Host", "shop.example.test"]],
+         "timing": {"receive": 0.2, "connect": None, "total": 3.1}},
+    ])
+
+
+def test_the_inspector_shows_requests_and_replays_one(page: Page, live_server, transactional_db, no_publish, settings):
+    """A site's recent requests, one request's masked headers and timing, and its replay against a
+    real backend, from the page."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from edge import services as edge
+    from tenancy.access import Actor
+    from tenancy.models import Membership, Organization, Role
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    origin = Backend("origin-a", headers={"Cache-Control": "max-age=60"}).start()
+    try:
+        org = Organization.objects.create(name="Acme", slug="acme")
+        user = get_user_model().objects.create_user(email="ada@example.test", password=PASSWORD)
+        Membership.objects.create(organization=org, user=user, role=Role.OWNER)
+        site = edge.site_create(actor=Actor.system("test"), org=org, name="Shop", hostnames=["shop.example.test"],
+                                backends=[{"address": "127.0.0.1", "port": origin.port}], hc_enabled=False)
+        backend = site.backends.get()
+        _reported_samples(site, backend)
+
+        signed_in = Client()
+        signed_in.force_login(user)
+        page.context.add_cookies([{"name": "sessionid", "value": signed_in.cookies["sessionid"].value, "url": live_server.url}])
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.goto(f"{live_server.url}/o/acme/sites/{site.pk}/")
+        page.get_by_role("link", name="Request inspector").click()
+        expect(page.get_by_role("heading", name="Request inspector")).to_be_visible()
+        expect(page.get_by_role("row", name=re.compile("wp-login"))).to_contain_text("wp-probe")
+        expect(page.get_by_role("row", name=re.compile("checkout"))).to_contain_text(str(backend))
+        shoot(page, "inspector")
+
+        page.get_by_label("Kind").select_option("blocked")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.get_by_role("row", name=re.compile("checkout"))).to_have_count(0)
+        page.get_by_role("link", name="Clear").click()
+
+        page.get_by_role("row", name=re.compile("products.42")).get_by_role("link").click()
+        expect(page.get_by_role("row", name=re.compile("Authorization"))).to_contain_text("masked")
+        expect(page.get_by_role("img", name=re.compile("upstream wait"))).to_be_visible()
+        page.get_by_label("Backend").select_option(str(backend.pk))
+        page.get_by_role("button", name="Replay GET").click()
+        expect(page.get_by_role("status")).to_contain_text("200 X")
+        expect(page.get_by_role("status")).to_contain_text("query parameter token")
+        page.locator("#replay").scroll_into_view_if_needed()
+        shoot(page, "inspector-replay")
+    finally:
+        origin.stop()
+    method, target, headers = origin.requests[-1]
+    assert (method, target, headers["host"]) == ("GET", "/products/42?ref=mail", "shop.example.test")
+    assert "authorization" not in headers and "cookie" not in headers

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from edge.models import Backend
 from rest_framework import mixins, serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.decorators import action
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.response import Response
-from traffic import selectors
+from traffic import replay, selectors
 from traffic.models import Alert, BackendHealth, RequestSample, TrafficMinute
 
 from ..viewsets import OrgViewSet, RetrieveMixin, SiteChildViewSet
@@ -24,6 +26,42 @@ class RequestSampleSerializer(serializers.ModelSerializer):
                   "request_headers", "response_headers", "blocked_reason", "blocked_rule", "backend_id", "cache",
                   "error", "timing"]
         read_only_fields = fields
+
+
+class ReplayInputSerializer(serializers.Serializer):
+    backend = serializers.UUIDField(required=False, help_text="One of the site's backends; default: the one the "
+                                    "worker chose, if it still exists, else the site's first enabled backend.")
+    confirm = serializers.BooleanField(default=False, help_text="Required (true) for methods other than GET, HEAD "
+                                       "and OPTIONS, which can change data on the origin.")
+
+
+class _Omitted(serializers.Serializer):
+    name = serializers.CharField(help_text="A header, or 'query parameter <name>'.")
+    reason = serializers.CharField()
+
+
+class ReplayResultSerializer(serializers.Serializer):
+    sample = serializers.IntegerField()
+    backend = serializers.UUIDField()
+    backend_label = serializers.CharField(help_text="scheme://address:port")
+    address = serializers.CharField(help_text="The IP address connected to, after the SSRF check.")
+    method = serializers.CharField()
+    target = serializers.CharField(help_text="Path and query sent (routes applied, masked parameters dropped).")
+    host = serializers.CharField(allow_blank=True)
+    sent_headers = serializers.ListField(child=serializers.ListField(child=serializers.CharField(allow_blank=True)))
+    omitted = _Omitted(many=True, help_text="What was left out, and why (masked, hop-by-hop, no body).")
+    notes = serializers.ListField(child=serializers.CharField())
+    status = serializers.IntegerField(allow_null=True, help_text="null when the backend did not answer (see error).")
+    reason = serializers.CharField(allow_blank=True)
+    response_headers = serializers.ListField(child=serializers.ListField(child=serializers.CharField(allow_blank=True)),
+                                             help_text="Set-Cookie and secret-looking headers masked as ***.")
+    body = serializers.CharField(allow_blank=True, help_text="The start of the body as text (never rendered).")
+    body_bytes = serializers.IntegerField()
+    body_truncated = serializers.BooleanField()
+    body_note = serializers.CharField(allow_blank=True)
+    timing = serializers.DictField(child=serializers.FloatField(allow_null=True),
+                                   help_text="ms: connect, tls, wait (to the first byte), read, total.")
+    error = serializers.CharField(allow_blank=True)
 
 
 class AlertSerializer(serializers.ModelSerializer):
@@ -67,6 +105,36 @@ class RequestSampleViewSet(mixins.ListModelMixin, RetrieveMixin, SiteChildViewSe
         queryset = super().narrow(queryset)
         kind = self.request.query_params.get("kind") if self.request else None
         return queryset.filter(kind=kind) if kind else queryset
+
+    @extend_schema(
+        request=ReplayInputSerializer, responses=ReplayResultSerializer,
+        summary="Replay a request against one of the site's backends (editor; audited; 30 a minute)",
+        description="The platform sends the captured method, path and headers again, with the original Host. "
+        "Masked headers and query parameters (credentials, cookies) and hop-by-hop headers are left out, and "
+        "samples keep no bodies: the answer lists what was omitted. The backend's address passes the SSRF "
+        "guard again at replay time (400 on `backend`). Methods other than GET, HEAD and OPTIONS need "
+        "`confirm: true` (400 on `confirm`). A backend that does not answer is a 200 with `error` set.",
+    )
+    @action(detail=True, methods=["post"])
+    def replay(self, request, *args, **kwargs):
+        sample = self.get_object()  # another tenant's: 404; a viewer or read token: 403
+        data = ReplayInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        backend_id = data.validated_data.get("backend")
+        if backend_id is None:
+            backend = replay.default_backend(sample)
+            if backend is None:
+                raise ValidationError({"backend": "This site has no backends to replay against."})
+        else:
+            backend = Backend.objects.for_org(self.org).filter(pk=backend_id, site=self.site).first()
+            if backend is None:
+                raise ValidationError({"backend": f"{backend_id} is not a backend of this site."})
+        try:
+            result = replay.replay_sample(actor=self.actor, org=self.org, sample=sample, backend=backend,
+                                          confirm=data.validated_data["confirm"])
+        except replay.ReplayRateLimited as exc:
+            raise Throttled(wait=exc.retry_after, detail=str(exc)) from None
+        return Response(ReplayResultSerializer(result.as_dict()).data)
 
 
 @extend_schema_view(list=extend_schema(summary="Backend health: on how many online workers each backend is up",
