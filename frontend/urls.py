@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from .views import audit, certificates, fleet, organizations, security, sites, tokens
+from .views import audit, certificates, fleet, organizations, security, sites, tokens, traffic
 
 app_name = "frontend"
 
 site_urls = [
     path("", sites.SiteDetailView.as_view(), name="site"),
     path("live/", sites.SiteLiveView.as_view(), name="site_live"),
+    path("traffic/", traffic.SiteTrafficView.as_view(), name="site_traffic"),
     path("settings/<str:section>/", sites.SiteSectionView.as_view(), name="site_section"),
     path("state/<str:action>/", sites.SiteStateView.as_view(), name="site_state"),
     path("delete/", sites.SiteDeleteView.as_view(), name="site_delete"),
