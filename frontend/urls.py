@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from .views import audit, certificates, fleet, organizations, security, sites, tokens, traffic
+from .views import alerts, audit, certificates, fleet, organizations, security, sites, tokens, traffic
 
 app_name = "frontend"
 
@@ -39,6 +39,7 @@ org_urls = [
     path("security/run/", security.SecurityRunView.as_view(), name="security_run"),
     path("security/findings/<int:finding_id>/acknowledge/", security.FindingAcknowledgeView.as_view(), name="finding_acknowledge"),
     path("fleet/", fleet.FleetView.as_view(), name="fleet"),
+    path("alerts/", alerts.AlertsView.as_view(), name="alerts"),
     path("settings/", organizations.OrganizationView.as_view(), name="organization"),
 ]
 
