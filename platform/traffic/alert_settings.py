@@ -120,7 +120,7 @@ def _check(conf: AlertSettings, secret_changed: bool) -> None:
             errors["webhook_url"] = problem
     if secret_changed and conf.webhook_secret and not SECRET_MIN <= len(conf.webhook_secret) <= SECRET_MAX:
         errors["webhook_secret"] = f"Between {SECRET_MIN} and {SECRET_MAX} characters."
-    elif conf.webhook_url and not conf.webhook_secret:
+    elif conf.webhook_url and not conf.webhook_secret and "webhook_url" not in errors:
         errors["webhook_secret"] = "A webhook needs a secret: it signs every delivery (X-Portico-Signature)."
     for name, (low, high) in BOUNDS.items():
         value = getattr(conf, name)
