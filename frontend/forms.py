@@ -183,6 +183,8 @@ def _bounded(field: forms.Field, name: str, step: str) -> forms.Field:
 
 
 class AlertSettingsForm(forms.Form):
+    SECRET_HELP = "Signs each delivery (X-Portico-Signature). Leave empty to keep the current one."
+
     enabled = forms.BooleanField(required=False, label="Send alerts")
     emails = forms.CharField(
         required=False, label="Email recipients", widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
@@ -193,7 +195,7 @@ class AlertSettingsForm(forms.Form):
     webhook_secret = forms.CharField(
         required=False, max_length=100, label="New webhook secret",
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Signs each delivery (X-Portico-Signature). Leave empty to keep the current one.",
+        help_text=SECRET_HELP,
     )
     clear_webhook_secret = forms.BooleanField(required=False, label="Remove the webhook secret")
     error_rate_percent = _bounded(forms.FloatField(label="Error rate (% of requests with 5xx)"), "error_rate_percent", "0.1")

@@ -54,6 +54,10 @@ class AlertsView(OrgView):
                 **{f: getattr(conf, f) for f in alert_settings.EDITABLE if f != "webhook_secret"},
                 "emails": "\n".join(conf.emails),
             })
+        if settings_form is not None:
+            state_of_secret = "set" if conf.webhook_secret else "not set"
+            field = settings_form.fields["webhook_secret"]
+            field.help_text = f"Currently {state_of_secret}; it is never shown. {AlertSettingsForm.SECRET_HELP}"
         return self.page(
             "frontend/alerts.html",
             page=page,

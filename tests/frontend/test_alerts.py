@@ -51,7 +51,7 @@ def alerts(cast):
 
 
 def summaries(body: str) -> list[str]:
-    return re.findall(r"<td>([^<]+)<br><small>Subject", body)
+    return re.findall(r'<td class="summary">([^<]+)', body)
 
 
 def test_open_incidents_come_first_then_resolved_ones(cast, alerts):
@@ -60,6 +60,9 @@ def test_open_incidents_come_first_then_resolved_ones(cast, alerts):
                                "Certificate for shop.acme.test expires in 3 days", "Shop: 40% of requests failed"]
     assert "2 open" in body
     assert "Globex" not in body
+    # The subject is shown where the site does not already say it: the backend's id, the certificate.
+    assert f"<code>{cast.backend.pk}</code>" in body and "<code>cert-1</code>" in body
+    assert f"<code>{cast.site.pk}</code>" not in body
     # The site links to its traffic; a resolved one says how long it lasted and what was sent.
     traffic = reverse("frontend:site_traffic", kwargs={"org_slug": "acme", "site_id": cast.site.pk})
     assert f'<a href="{traffic}">Shop</a>' in body
@@ -124,7 +127,7 @@ def test_the_secret_is_never_shown_back(cast):
     cast.client("owner").post(URL, VALID)
     body = cast.client("owner").get(URL).content.decode()
     assert SECRET not in body
-    assert "Webhook secret: set." in body
+    assert "Currently set; it is never shown." in body
     assert 'value="https://hooks.acme.test/portico"' in body and "ops@acme.test\noncall@acme.test" in body
     assert "<dd>set</dd>" in cast.client("viewer").get(URL).content.decode()
     # Not even when the form comes back with an error next to another field.
@@ -144,7 +147,7 @@ def test_leaving_the_secret_empty_keeps_it_and_removing_it_needs_no_webhook(cast
     client.post(URL, {**VALID, "webhook_url": "", "webhook_secret": "", "clear_webhook_secret": "on"})
     conf.refresh_from_db()
     assert (conf.webhook_url, conf.webhook_secret) == ("", "")
-    assert "Webhook secret: not set." in client.get(URL).content.decode()
+    assert "Currently not set; it is never shown." in client.get(URL).content.decode()
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
