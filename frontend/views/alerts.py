@@ -24,6 +24,8 @@ class AlertsView(OrgView):
         return self.alerts_page()
 
     def post(self, request):
+        if request.POST.get("action") == "test":
+            return self.send_test(request)
         form = AlertSettingsForm(request.POST)
         if form.is_valid():
             try:
@@ -34,6 +36,17 @@ class AlertsView(OrgView):
                 messages.success(request, "Alert settings saved.")
                 return redirect("frontend:alerts", org_slug=self.org.slug)
         return self.alerts_page(settings_form=form)
+
+    def send_test(self, request):
+        results = alert_settings.alert_settings_test(actor=self.actor, org=self.org)
+        if not results:
+            messages.warning(request, "Nothing was sent: alerts are turned off, or there is nobody to send them to.")
+        for r in results:
+            if r["ok"]:
+                messages.success(request, f"Test alert: {r['channel']} sent.")
+            else:
+                messages.error(request, f"Test alert: {r['channel']} failed: {r.get('error') or r.get('status')}")
+        return redirect("frontend:alerts", org_slug=self.org.slug)
 
     def alerts_page(self, settings_form: AlertSettingsForm | None = None):
         state = self.request.GET.get("state", "")

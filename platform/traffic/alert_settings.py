@@ -166,3 +166,19 @@ def alert_settings_update(*, actor: Actor, org: Organization, **changes: Any) ->
         if before != after:
             record(org=org, actor=actor, action="alert_settings.update", target=conf, before=before, after=after)
     return conf
+
+
+def alert_settings_test(*, actor: Actor, org: Organization) -> list[dict]:
+    """Send a made-up alert through the saved channels now, and say how each went. Nothing is
+    stored but the audit event; the webhook is signed and guarded as for real alerts."""
+    from .alerts import deliver
+    from .models import Alert
+
+    require_editor_of_settings(actor, org)
+    test = Alert(organization=org, kind="test", subject="test", summary=f"Test alert for {org.name}",
+                 details={"sent_by": actor.display})
+    results = deliver(test, "test")  # an unsaved alert: deliver records nothing on it
+    with transaction.atomic():
+        record(org=org, actor=actor, action="alert_settings.test", target=current(org),
+               changes={"results": [{k: r.get(k) for k in ("channel", "ok", "status", "error") if k in r} for r in results]})
+    return results

@@ -171,3 +171,20 @@ def test_mistakes_are_explained_next_to_their_field(cast, field, value, message)
     assert error and message in error.group(1).replace("&#x27;", "'"), body[body.find("settings-h"):][:3000]
     assert not AlertSettings.objects.filter(organization=cast.org).exists()
     assert not AuditEvent.objects.filter(organization=cast.org, action="alert_settings.update").exists()
+
+
+def test_a_test_alert_goes_to_the_saved_recipients_and_is_audited(cast, mailoutbox):
+    client = cast.client("owner")
+    client.post(URL, {**VALID, "webhook_url": "", "webhook_secret": ""})
+    response = client.post(URL, {"action": "test"}, follow=True)
+    assert [m.to for m in mailoutbox] == [["ops@acme.test", "oncall@acme.test"]]
+    assert mailoutbox[0].subject == "[Portico] Alert: Test alert for Acme"
+    assert "Test alert: email sent." in response.content.decode()
+    event = AuditEvent.objects.get(organization=cast.org, action="alert_settings.test")
+    assert event.changes == {"results": [{"channel": "email", "ok": True}]}
+    assert not Alert.objects.exists()  # a test is not an incident
+
+
+def test_a_test_alert_needs_the_admin_role(cast, mailoutbox):
+    assert cast.client("editor").post(URL, {"action": "test"}).status_code == 403
+    assert mailoutbox == []
