@@ -10,6 +10,8 @@ from django.forms.models import fields_for_model
 from django.utils import timezone
 from edge.models import Backend, Policy, Route, Site
 from tenancy.models import Role, TokenScope
+from traffic.alert_settings import BOUNDS as ALERT_BOUNDS
+from traffic.alert_settings import plain_number
 
 # Labels people read, where a model's verbose name is terse.
 LABELS = {
@@ -171,3 +173,48 @@ class AuditFilterForm(forms.Form):
     target = forms.CharField(required=False)
     since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+
+def _bounded(field: forms.Field, name: str, step: str) -> forms.Field:
+    """The browser's hint of the bounds; the service checks them and explains."""
+    low, high = ALERT_BOUNDS[name]
+    field.widget.attrs.update({"min": plain_number(low), "max": plain_number(high), "step": step, "class": "short"})
+    return field
+
+
+class AlertSettingsForm(forms.Form):
+    SECRET_HELP = "Signs each delivery (X-Portico-Signature). Leave empty to keep the current one."
+
+    enabled = forms.BooleanField(required=False, label="Send alerts")
+    emails = forms.CharField(
+        required=False, label="Email recipients", widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+        help_text="One address per line. Empty: the organization's owners and admins.",
+    )
+    webhook_url = forms.CharField(required=False, max_length=200, label="Webhook URL",
+                                  help_text="Receives a signed JSON POST for each alert opened and resolved.")
+    webhook_secret = forms.CharField(
+        required=False, max_length=100, label="New webhook secret",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=SECRET_HELP,
+    )
+    clear_webhook_secret = forms.BooleanField(required=False, label="Remove the webhook secret")
+    error_rate_percent = _bounded(forms.FloatField(label="Error rate (% of requests with 5xx)"), "error_rate_percent", "0.1")
+    min_requests = _bounded(forms.IntegerField(label="Minimum requests in 5 minutes"), "min_requests", "1")
+    traffic_spike_factor = _bounded(forms.FloatField(label="Traffic spike (× the usual rate)"), "traffic_spike_factor", "0.1")
+    cert_expiry_days = _bounded(forms.IntegerField(label="Certificate expiry warning (days)"), "cert_expiry_days", "1")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("clear_webhook_secret") and data.get("webhook_secret"):
+            self.add_error("clear_webhook_secret", "Either type a new secret or remove it, not both.")
+        return data
+
+    def changes(self) -> dict:
+        """What the service is asked to change: the secret only when typed or removed."""
+        data = dict(self.cleaned_data)
+        clear = data.pop("clear_webhook_secret")
+        if clear:
+            data["webhook_secret"] = ""
+        elif not data["webhook_secret"]:
+            data.pop("webhook_secret")
+        return data

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from .views import audit, certificates, fleet, inspector, organizations, security, sites, tokens
+from .views import alerts, audit, certificates, fleet, inspector, organizations, security, sites, tokens, traffic
 
 app_name = "frontend"
 
 site_urls = [
     path("", sites.SiteDetailView.as_view(), name="site"),
     path("live/", sites.SiteLiveView.as_view(), name="site_live"),
+    path("traffic/", traffic.SiteTrafficView.as_view(), name="site_traffic"),
     path("settings/<str:section>/", sites.SiteSectionView.as_view(), name="site_section"),
     path("state/<str:action>/", sites.SiteStateView.as_view(), name="site_state"),
     path("delete/", sites.SiteDeleteView.as_view(), name="site_delete"),
@@ -41,6 +42,7 @@ org_urls = [
     path("security/run/", security.SecurityRunView.as_view(), name="security_run"),
     path("security/findings/<int:finding_id>/acknowledge/", security.FindingAcknowledgeView.as_view(), name="finding_acknowledge"),
     path("fleet/", fleet.FleetView.as_view(), name="fleet"),
+    path("alerts/", alerts.AlertsView.as_view(), name="alerts"),
     path("settings/", organizations.OrganizationView.as_view(), name="organization"),
 ]
 

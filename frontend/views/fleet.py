@@ -1,19 +1,23 @@
-"""The fleet as a tenant sees it: workers, config versions with their rollout, and the diff
-between two versions restricted to this organization's sites."""
+"""The fleet as a tenant sees it: workers with this organization's traffic through each, its
+busiest sites, config versions with their rollout, and the diff between two versions restricted to
+this organization's sites. Traffic numbers are the organization's own only (``org_traffic``)."""
 
 from __future__ import annotations
 
 from fleet.models import ConfigVersion, Worker
 from fleet.selectors import is_online, rollout_status, version_diff
+from traffic.selectors import Tally, org_traffic
 
 from ..org_view import OrgView
 
 SHOWN_VERSIONS = 20
+TOP_SITES = 10
 
 
 class FleetView(OrgView):
     def get(self, request):
-        workers = [(w, is_online(w)) for w in Worker.objects.order_by("name")]
+        traffic = org_traffic(self.org, "1h")
+        workers = [(w, is_online(w), traffic.by_worker.get(w.name, Tally())) for w in Worker.objects.order_by("name")]
         versions = list(ConfigVersion.objects.order_by("-number").only("number", "created_at", "size", "changes")[:SHOWN_VERSIONS])
         rollouts = [(v, rollout_status(v.number)) for v in versions]
         diff, diff_error = None, ""
@@ -30,6 +34,8 @@ class FleetView(OrgView):
         return self.page(
             "frontend/fleet.html",
             workers=workers,
+            traffic=traffic,
+            top_sites=traffic.sites[:TOP_SITES],
             rollouts=rollouts,
             diff=diff,
             diff_error=diff_error,

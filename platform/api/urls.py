@@ -4,6 +4,7 @@
     /api/v1/orgs/{org_slug}/{members,invitations,tokens,sites,policies,certificates,audit-events,purges}/
     /api/v1/orgs/{org_slug}/sites/{site_pk}/{hostnames,routes,backends}/
     /api/v1/orgs/{org_slug}/fleet/{workers,versions}/
+    /api/v1/orgs/{org_slug}/alert-settings/         one per organization: GET, PUT, PATCH
     /api/schema/  the OpenAPI 3 schema;  /api/docs/  Swagger UI (interactive)
 """
 
@@ -24,7 +25,7 @@ from .endpoints.platform_policies import PlatformPolicyViewSet
 from .endpoints.policies import PolicyViewSet
 from .endpoints.purges import PurgeViewSet
 from .endpoints.sites import BackendViewSet, HostnameViewSet, RouteViewSet, SiteViewSet
-from .endpoints.traffic import AlertViewSet, BackendHealthViewSet, RequestSampleViewSet, TrafficViewSet
+from .endpoints.traffic import AlertSettingsViewSet, AlertViewSet, BackendHealthViewSet, RequestSampleViewSet, TrafficViewSet
 
 app_name = "api"
 
@@ -78,6 +79,10 @@ urlpatterns = [
     path("v1/", include(platform.urls)),
     path("v1/orgs/<slug:org_slug>/", include(org.urls)),
     path("v1/orgs/<slug:org_slug>/sites/<uuid:site_pk>/", include(site.urls)),
+    # One object per organization, so no id in its URL (a router would want one).
+    path("v1/orgs/<slug:org_slug>/alert-settings/",
+         AlertSettingsViewSet.as_view({"get": "retrieve", "put": "update", "patch": "partial_update"}, detail=True),
+         name="alert-settings-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its script as a file: the site's Content-Security-Policy forbids inline scripts.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema", template_name="api/swagger_ui.html"), name="docs"),

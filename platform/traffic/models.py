@@ -152,3 +152,6 @@ class AlertSettings(OrgOwned):
     min_requests = models.PositiveIntegerField(default=50)  # below this many in 5 minutes: no rate alerts
     traffic_spike_factor = models.FloatField(default=5.0)  # times the site's own hourly baseline
     cert_expiry_days = models.PositiveIntegerField(default=14)
+
+    def __str__(self) -> str:
+        return f"alert settings of {self.organization}"

@@ -195,3 +195,130 @@ def test_the_inspector_shows_requests_and_replays_one(page: Page, live_server, t
     method, target, headers = origin.requests[-1]
     assert (method, target, headers["host"]) == ("GET", "/products/42?ref=mail", "shop.example.test")
     assert "authorization" not in headers and "cookie" not in headers
+
+
+# --- the observability pages, on traffic reported through the real ingest --------------------------
+
+
+def _seed_traffic_world():
+    """Acme with two sites, an hour and a day of traffic through two workers, some incidents, and
+    alert settings; Globex with traffic of its own on the same workers, which Acme must not see."""
+    import datetime as dt
+    import math
+
+    from django.utils import timezone
+    from edge.models import Backend, Hostname, Site
+    from fleet.models import Worker
+    from tenancy.access import Actor
+    from tenancy.models import Membership, Organization, Role, User
+    from traffic.alert_settings import alert_settings_update
+    from traffic.models import Alert
+    from traffic.services import ingest
+
+    from tests.traffic.conftest import minute_of, report
+
+    user = User.objects.create_user(email="ada@example.test", password=PASSWORD)
+    acme, globex = Organization.objects.create(name="Acme", slug="acme"), Organization.objects.create(name="Globex", slug="globex")
+    Membership.objects.create(organization=acme, user=user, role=Role.OWNER)
+    shop, blog = Site.objects.create(organization=acme, name="Shop"), Site.objects.create(organization=acme, name="Blog")
+    other = Site.objects.create(organization=globex, name="Secret")
+    for site, host in ((shop, "shop.example.test"), (blog, "blog.example.test"), (other, "secret.example.test")):
+        Hostname.objects.create(organization=site.organization, site=site, name=host)
+    backend = Backend.objects.create(organization=acme, site=shop, address="10.0.0.5", port=8080)
+    now = timezone.now()
+    Worker.objects.create(name="edge-1", version=4, last_heartbeat=now)
+    Worker.objects.create(name="edge-2", version=4, last_heartbeat=now - dt.timedelta(minutes=7))
+    current = minute_of(now)
+    for worker, share in (("edge-1", 0.6), ("edge-2", 0.4)):
+        minutes = []
+        for i in range(24 * 60, 0, -3 if worker == "edge-1" else 5):  # a day, denser in the last hour below
+            minutes.append(report(shop, current - i, process="p1", requests=int(40 * share),
+                                  status=(0, int(36 * share), 0, int(4 * share), 0)))
+        for i in range(60, -1, -1):
+            wave = 1 + 0.6 * math.sin(i / 7)
+            n = int(120 * share * wave)
+            errors = int(n * 0.3) if 18 <= i <= 22 else int(n * 0.01)  # a short error spike
+            client_errors, redirects = n // 12, n // 20
+            ok = n - errors - client_errors - redirects
+            fast = int(n * 0.7)
+            latency = [0, fast, int(n * 0.2), n - fast - int(n * 0.2) - 2 if n > 10 else 0, 2 if n > 10 else 0] + [0] * 7
+            blocked = [("waf", "no-env", 3), ("ratelimit", "api", 2)] if i % 9 == 0 else []
+            minutes.append(report(shop, current - i, process="p2", seq=1, requests=n, status=(0, ok, redirects, client_errors, errors),
+                                  latency=latency, blocked=blocked, cache={"hit": int(n * 0.55 * wave) // 2, "miss": n // 3},
+                                  bytes_out=n * 18_000))
+            minutes.append(report(blog, current - i, process="p2", requests=int(15 * share), status=(0, int(15 * share), 0, 0, 0)))
+            minutes.append(report(other, current - i, process="p2", requests=999, status=(0, 0, 0, 0, 999)))
+        ingest(worker=worker, minutes=minutes)
+    Alert.objects.create(organization=acme, kind=Alert.Kind.ERROR_RATE, subject=str(shop.pk), site=shop,
+                         summary="Shop: 30% of requests failed (5xx) in the last 5 minutes",
+                         opened_at=now - dt.timedelta(minutes=22), resolved_at=now - dt.timedelta(minutes=17),
+                         notified=[{"channel": "email", "event": "opened", "ok": True, "at": now.isoformat()},
+                                   {"channel": "webhook", "event": "opened", "ok": True, "status": 200, "at": now.isoformat()},
+                                   {"channel": "email", "event": "resolved", "ok": True, "at": now.isoformat()}])
+    Alert.objects.create(organization=acme, kind=Alert.Kind.WORKER_OFFLINE, subject="edge-2",
+                         summary="Worker edge-2 has been silent for 420 s", opened_at=now - dt.timedelta(minutes=6),
+                         notified=[{"channel": "email", "event": "opened", "ok": True, "at": now.isoformat()},
+                                   {"channel": "webhook", "event": "opened", "ok": False, "error": "timed out", "at": now.isoformat()}])
+    Alert.objects.create(organization=acme, kind=Alert.Kind.BACKEND_DOWN, subject=str(backend.pk), site=shop,
+                         summary="Backend 10.0.0.5 of Shop is down on all 2 workers", opened_at=now - dt.timedelta(hours=26),
+                         resolved_at=now - dt.timedelta(hours=25, minutes=48))
+    Alert.objects.create(organization=globex, kind=Alert.Kind.ERROR_RATE, subject=str(other.pk), site=other,
+                         summary="Secret: 100% of requests failed")
+    alert_settings_update(actor=Actor.for_user(user), org=acme, emails=["ops@example.test"],
+                          webhook_url="https://hooks.example.test/portico", webhook_secret="whsec-browser-0123456789")
+    return user, shop
+
+
+def test_traffic_charts_fleet_overview_and_alerts(page: Page, live_server, settings):
+    from django.test import Client
+
+    user, shop = _seed_traffic_world()
+    client = Client()
+    client.force_login(user)
+    page.context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+                               "url": live_server.url}])
+    problems: list[str] = []
+    # The dashboard has no favicon; the browser's request for one is not the page's problem.
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type in ("error", "warning")
+            and not msg.location.get("url", "").endswith("/favicon.ico") else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # The site page links to its traffic: four charts, readable totals, the rules that blocked
+    page.goto(f"{live_server.url}/o/acme/sites/{shop.pk}/")
+    page.get_by_role("link", name=re.compile("^Traffic")).click()
+    expect(page.get_by_role("heading", name="Traffic of Shop")).to_be_visible()
+    for title in ("Requests by status class", "Cache hit ratio", "Upstream latency", "Blocked requests"):
+        expect(page.get_by_role("img", name=title)).to_be_visible()
+    expect(page.get_by_role("cell", name="no-env")).to_be_visible()
+    expect(page.locator("svg.chart rect.s5xx").first).to_be_attached()
+    shoot(page, "traffic")
+    page.get_by_role("link", name="7 days").click()
+    expect(page.get_by_role("link", name="7 days")).to_have_attribute("aria-current", "page")
+    expect(page.get_by_role("img", name="Requests by status class")).to_be_visible()
+
+    # The fleet: Acme's share of each worker, its busiest sites, nothing of Globex
+    page.get_by_role("link", name="Fleet").click()
+    expect(page.get_by_role("row", name=re.compile("edge-1"))).to_contain_text("Online")
+    expect(page.get_by_role("row", name=re.compile("edge-2"))).to_contain_text("Offline")
+    expect(page.get_by_role("link", name="Shop")).to_be_visible()
+    expect(page.locator("main")).not_to_contain_text("Secret")
+
+    # Alerts: open first, then resolved, with deliveries; the settings form keeps the secret to itself
+    page.get_by_role("link", name="Alerts").click()
+    rows = page.locator("table.alerts tbody tr")
+    expect(rows.first).to_contain_text("Worker edge-2 has been silent")
+    expect(rows.nth(1)).to_contain_text("Shop: 30% of requests failed")
+    expect(page.get_by_text("webhook (opened): failed: timed out")).to_be_visible()
+    expect(page.get_by_label("Webhook URL")).to_have_value("https://hooks.example.test/portico")
+    expect(page.get_by_label("New webhook secret")).to_have_value("")
+    expect(page.locator("main")).not_to_contain_text("Secret: 100%")
+    shoot(page, "alerts")
+    page.get_by_label("Minimum requests in 5 minutes").fill("0")
+    page.get_by_role("button", name="Save alert settings").click()
+    expect(page.locator("#id_min_requests_error")).to_have_text("Between 1 and 1000000.")
+    page.get_by_label("Minimum requests in 5 minutes").fill("25")
+    page.get_by_role("button", name="Save alert settings").click()
+    expect(page.get_by_text("Alert settings saved.")).to_be_visible()
+    assert page.content().count("whsec-browser") == 0
+    assert not problems, problems  # no CSP violation, no script error

@@ -1,5 +1,6 @@
 """Traffic of a site (totals, chart series, latency percentiles), its inspector samples, live
-backend health, and the organization's alerts. All read-only; scoped like every endpoint."""
+backend health, the organization's alerts (read-only), and its alert settings (read and write).
+Scoped like every endpoint."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from rest_framework import mixins, serializers
 from rest_framework.decorators import action
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.response import Response
-from traffic import replay, selectors
-from traffic.models import Alert, BackendHealth, RequestSample, TrafficMinute
+from tenancy.models import Role
+from traffic import alert_settings, replay, selectors
+from traffic.models import Alert, AlertSettings, BackendHealth, RequestSample, TrafficMinute
 
-from ..viewsets import OrgViewSet, RetrieveMixin, SiteChildViewSet
+from ..conditional import check_if_match, etag_of
+from ..viewsets import OrgViewSet, RetrieveMixin, SiteChildViewSet, UpdateMixin
 
 _WINDOW = OpenApiParameter("window", str, enum=list(selectors.WINDOWS), default="1h",
                            description="1h: minute points; 24h: 15-minute points; 7d: hourly points")
@@ -164,3 +167,81 @@ class AlertViewSet(mixins.ListModelMixin, RetrieveMixin, OrgViewSet):
         if flag in ("true", "false"):
             queryset = queryset.filter(resolved_at__isnull=(flag == "true"))
         return queryset
+
+
+# --- alert settings ---------------------------------------------------------------------------------
+
+_SECRET_HELP = ("Write-only HMAC-SHA256 key of the X-Portico-Signature header (16 to 100 characters): never returned "
+                "(see webhook_secret_set). A new value replaces it, an empty string removes it, leaving it out keeps it.")
+
+
+def _bounded(field_class, name: str, **kwargs):
+    low, high = alert_settings.BOUNDS[name]
+    return field_class(min_value=low, max_value=high, required=False, **kwargs)
+
+
+class AlertSettingsSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField(required=False, help_text="Send alerts at all.")
+    emails = serializers.ListField(
+        child=serializers.CharField(max_length=254), required=False, max_length=alert_settings.MAX_EMAILS,
+        help_text="Recipients; an empty list means the organization's owners and admins.")
+    webhook_url = serializers.CharField(
+        required=False, allow_blank=True, max_length=200,
+        help_text="http(s) address that receives a signed JSON POST per alert opened and resolved; empty: no webhook. "
+                  "Cloud metadata and link-local addresses are refused.")
+    webhook_secret = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=100,
+                                           trim_whitespace=True, help_text=_SECRET_HELP)
+    webhook_secret_set = serializers.SerializerMethodField(help_text="Whether a webhook secret is set.")
+    error_rate_percent = _bounded(serializers.FloatField, "error_rate_percent",
+                                  help_text="Open an error-rate alert when 5xx reach this share of a site's requests in 5 minutes.")
+    min_requests = _bounded(serializers.IntegerField, "min_requests",
+                            help_text="Fewer requests than this in 5 minutes never open rate alerts.")
+    traffic_spike_factor = _bounded(serializers.FloatField, "traffic_spike_factor",
+                                    help_text="Open a traffic-spike alert at this many times the site's usual rate.")
+    cert_expiry_days = _bounded(serializers.IntegerField, "cert_expiry_days",
+                                help_text="Warn this many days before a certificate expires.")
+
+    def get_webhook_secret_set(self, conf: AlertSettings) -> bool:
+        return bool(conf.webhook_secret)
+
+    def validate(self, attrs):
+        # A misspelt field would otherwise be ignored without a word; fields only read are tolerated,
+        # so that what a GET returned can be sent back as it is.
+        unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
+        if unknown:
+            raise ValidationError({name: "Unknown field." for name in sorted(unknown)})
+        return attrs
+
+
+@extend_schema_view(
+    retrieve=extend_schema(summary="Alert settings: where alerts go and when they open (the secret is never returned)",
+                           tags=["Alerts"]),
+    update=extend_schema(summary="Change the alert settings (admins, owners and read-write tokens)", tags=["Alerts"]),
+    partial_update=extend_schema(summary="Change some alert settings (admins, owners and read-write tokens)",
+                                 tags=["Alerts"]),
+)
+class AlertSettingsViewSet(RetrieveMixin, UpdateMixin, OrgViewSet):
+    """One per organization, at ``/api/v1/orgs/{org_slug}/alert-settings/``: no id in the URL."""
+
+    model = AlertSettings
+    serializer_class = AlertSettingsSerializer
+
+    def write_role_for(self, action: str | None) -> str:
+        # People need the admin role; read-write tokens (which act as editors) may write too,
+        # because only admins mint them (traffic.alert_settings explains).
+        return Role.EDITOR if self.actor.kind == "token" else Role.ADMIN
+
+    def get_object(self):
+        conf = alert_settings.current(self.org)  # unsaved defaults until first saved: reading writes nothing
+        self.check_object_permissions(self.request, conf)
+        return conf
+
+    def get_object_for_write(self):
+        conf = self.get_object()
+        if conf.pk is not None:
+            conf = AlertSettings.objects.select_for_update().get(pk=conf.pk)
+        check_if_match(self.request, etag_of(self.get_output_serializer(conf).data))
+        return conf
+
+    def perform_update(self, instance, data):
+        return alert_settings.alert_settings_update(actor=self.actor, org=self.org, **data)
