@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -132,18 +133,26 @@ def test_a_purge_reaches_the_node(org, node_factory):
     assert json.loads(files[0].read_text())["id"] == "p-1"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
-def test_a_full_disk_is_reported_and_the_node_keeps_its_last_good_snapshot(org, node_factory, tmp_path):
-    disk = tmp_path / "small-disk"
+@contextlib.contextmanager
+def node_on_tmpfs(org, node_factory, disk, size: str):
+    """A node whose snapshot folder is a tmpfs of ``size``, serving a first version: (node, v1)."""
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(disk)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], check=True)
     try:
         node = node_factory("node-a", folder=disk)
         wait_for(lambda: registered("node-a"), what="hello")
         create_site(org)
         v1 = wait_for(latest_version, what="v1")
         wait_for(lambda: node.served_version() == v1, what="v1 applied")
+        yield node, v1
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
 
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+def test_a_full_disk_is_reported_and_the_node_keeps_its_last_good_snapshot(org, node_factory, tmp_path):
+    disk = tmp_path / "small-disk"
+    with node_on_tmpfs(org, node_factory, disk, "12k") as (node, v1):
         for i in range(20):  # a snapshot larger than the disk
             create_site(org, name=f"site{i}", port=9100 + i)
         rejected = wait_for(lambda: Rollout.objects.filter(worker__name="node-a", outcome="rejected").first(), timeout=30,
@@ -153,22 +162,12 @@ def test_a_full_disk_is_reported_and_the_node_keeps_its_last_good_snapshot(org, 
         # the last snapshot that fitted is still on disk, whole, and is what the node serves
         assert v1 <= node.served_version() < rejected.version
         assert not list(disk.glob("*.part"))  # no partial file left holding the space
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs and turns it read-only")
 def test_a_read_only_disk_is_reported_and_the_snapshot_is_written_once_it_is_writable(org, node_factory, tmp_path):
     disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], check=True)
-    try:
-        node = node_factory("node-a", folder=disk)
-        wait_for(lambda: registered("node-a"), what="hello")
-        create_site(org)
-        v1 = wait_for(latest_version, what="v1")
-        wait_for(lambda: node.served_version() == v1, what="v1 applied")
-
+    with node_on_tmpfs(org, node_factory, disk, "16m") as (node, v1):
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         create_site(org, name="blog", port=9001)
         v2 = wait_for(lambda: latest_version() if latest_version() > v1 else 0, what="v2")
@@ -182,5 +181,3 @@ def test_a_read_only_disk_is_reported_and_the_snapshot_is_written_once_it_is_wri
         wait_for(lambda: node.served_version() == v2, timeout=15, what="v2 written once the disk is writable")
         wait_for(lambda: Rollout.objects.filter(worker__name="node-a", version=v2, outcome="applied").exists(),
                  timeout=15, what="v2 reported applied")
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
