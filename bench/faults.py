@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from bench.harness import run_facts  # noqa: E402
 from bench.loadgen import Load, summarize  # noqa: E402
 from bench.stack import Platform, serves  # noqa: E402
 from tests.e2e.processes import children_of, listening_pids, wait_for  # noqa: E402
@@ -421,11 +422,7 @@ def main() -> None:
     finally:
         p.stop()
     doc = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}",
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        **run_facts(load_before),
         "settings": {k: getattr(args, k) for k in ("baseline_seconds", "outage_seconds", "after_seconds", "clients", "rate")},
         "cases": results,
     }

@@ -27,7 +27,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from bench.harness import run_facts  # noqa: E402
 from bench.stack import Platform, serves  # noqa: E402
 from tests.e2e.processes import children_of, rss_bytes, wait_for  # noqa: E402
 
@@ -217,11 +217,7 @@ def main() -> None:
         }
     respawned = len({s["pids"].get(k) for s in samples for k in serving}) - len(serving)
     result = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}",
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        **run_facts(load_before),
         "settings": {"duration_s": args.duration, "warmup_s": warmup, "clients": args.clients, "rate_per_client": args.rate,
                      "change_every_s": args.change_every, "purge_every_s": args.purge_every, "sample_every_s": args.sample_every,
                      "node": "2 serving processes; site with cache + compression + a header rule, no rate limit; "
