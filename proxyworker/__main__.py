@@ -61,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--admin-host", default="127.0.0.1", help="address of the admin listener")
     p.add_argument("--access-log", default=None, metavar="FILE|-", help="JSON access log lines to FILE, or - for stdout")
     p.add_argument("--anonymize-ip", action="store_true", help="truncate client IPs (IPv4 /24, IPv6 /48) in logs and samples")
+    p.add_argument(
+        "--event-loop", default="auto", choices=["auto", "uvloop", "asyncio"],
+        help="auto: uvloop when installed, else asyncio's own loop",
+    )
     a = p.parse_args(argv)
     return Settings(
         snapshot=a.snapshot,
@@ -92,6 +96,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         cache_memory_bytes=a.cache_memory_bytes,
         ratelimit_file=a.ratelimit_file,
         ratelimit_redis=a.ratelimit_redis,
+        event_loop=a.event_loop,
     )
 
 

@@ -36,6 +36,7 @@ small, visible, and checked by the tests that exercise the behaviour:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -52,6 +53,7 @@ from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.proxy.layers.http import _http1, _http2
 from mitmproxy.proxy.layers.http._events import ResponseProtocolError
 from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpResponseHeadersHook
+from mitmproxy.utils import asyncio_utils
 
 from proxyworker import pages
 
@@ -212,6 +214,22 @@ def _headers_contains(self: mhttp.Headers, name) -> bool:
     return False
 
 
+def _eager_task_factory(loop, coro, *, eager_start=None, **kwargs):
+    """``asyncio.eager_task_factory`` that also takes the ``eager_start`` uvloop passes."""
+    return asyncio.Task(coro, loop=loop, eager_start=True if eager_start is None else eager_start, **kwargs)
+
+
+@contextlib.contextmanager
+def _set_eager_task_factory():
+    loop = asyncio.get_running_loop()
+    existing = loop.get_task_factory()
+    loop.set_task_factory(_eager_task_factory)
+    try:
+        yield
+    finally:
+        loop.set_task_factory(existing)
+
+
 def apply(*, reuse_port: bool, max_header_bytes: int) -> None:
     global _applied, MAX_HEADER_BYTES
     MAX_HEADER_BYTES = max_header_bytes
@@ -232,3 +250,4 @@ def apply(*, reuse_port: bool, max_header_bytes: int) -> None:
     mhttp.Headers.get = _headers_get
     mhttp.Headers.__getitem__ = _headers_getitem
     mhttp.Headers.__contains__ = _headers_contains
+    asyncio_utils.set_eager_task_factory = _set_eager_task_factory

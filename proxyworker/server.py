@@ -64,6 +64,7 @@ class Settings:
     anonymize_ip: bool = False
     ratelimit_file: str | None = None  # shared token buckets; default under /dev/shm
     ratelimit_redis: str | None = None  # redis:// URL: rate limits across nodes
+    event_loop: str = "auto"  # auto (uvloop when installed), uvloop, asyncio
 
     def __post_init__(self) -> None:
         if self.public_https_port is None:
@@ -83,6 +84,7 @@ def _modes(settings: Settings) -> list[str]:
 async def run_worker(settings: Settings, slot: int = 0) -> None:
     """One worker process: serve until SIGTERM/SIGINT, then stop listening and drain."""
     patches.apply(reuse_port=settings.processes > 1, max_header_bytes=settings.max_header_bytes)
+    logger.info("event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
     live = Live()
     health = HealthChecker()
     watcher = SnapshotWatcher(settings.snapshot, live, health, settings.status_file, settings.poll_interval)
@@ -138,9 +140,22 @@ async def run_worker(settings: Settings, slot: int = 0) -> None:
         health.stop()
 
 
+def loop_factory(name: str):
+    """The event loop the worker runs on: uvloop's (libuv) when installed, unless asked otherwise."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
+
+
 def _run_one(settings: Settings, slot: int = 0) -> int:
     try:
-        asyncio.run(run_worker(settings, slot))
+        asyncio.run(run_worker(settings, slot), loop_factory=loop_factory(settings.event_loop))
     except OSError as exc:
         logger.error("worker failed: %s", exc)
         return 1

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+import uvloop
 from mitmproxy.coretypes.multidict import _MultiDict
 from mitmproxy.http import Headers
 
-from proxyworker import patches
+from proxyworker import patches, server
 
 FIELDS = [
     (b"Host", b"a.test"),
@@ -36,3 +39,40 @@ def test_header_lookups_match_mitmproxys_own(name):
 
 def test_a_non_string_key_is_never_contained():
     assert patches._headers_contains(Headers(FIELDS), 42) is False
+
+
+@pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+def test_the_eager_task_factory_runs_on_both_loops(new_loop):
+    """mitmproxy installs asyncio's eager task factory, which uvloop calls with an argument it
+    does not take; the replacement takes it, and tasks still start eagerly on both loops."""
+    steps = []
+
+    async def quick():
+        steps.append("quick ran")
+        return 1
+
+    async def slow():
+        steps.append("slow started")
+        await asyncio.sleep(0)
+        steps.append("slow finished")
+        return 2
+
+    async def main():
+        with patches._set_eager_task_factory():
+            a, b = asyncio.create_task(quick()), asyncio.create_task(slow())
+            assert a.done() and not b.done()  # ran up to the first suspension inside create_task
+            assert steps == ["quick ran", "slow started"]
+            return await a + await b
+
+    loop = new_loop()
+    try:
+        assert loop.run_until_complete(main()) == 3
+    finally:
+        loop.close()
+    assert steps[-1] == "slow finished"
+
+
+def test_the_worker_chooses_uvloop_unless_told_otherwise():
+    assert server.loop_factory("auto") is uvloop.new_event_loop
+    assert server.loop_factory("uvloop") is uvloop.new_event_loop
+    assert server.loop_factory("asyncio") is None  # asyncio.run's default loop

@@ -95,3 +95,12 @@ def test_force_https_redirects_plain_http_to_the_https_port(backend_factory, wor
     assert r.headers["location"] == f"https://secure.test:{w.https_port}/a/b?c=d"
     assert get(w, "secure.test", "/form", method="POST", body=b"x").status == 308
     assert a.hits == 0
+
+
+def test_both_event_loops_serve(backend_factory, worker_factory):
+    a = backend_factory("alpha")
+    default = worker_factory(snapshot(site("alpha.test", [a])))
+    plain = worker_factory(snapshot(site("alpha.test", [a])), event_loop="asyncio")
+    for w, loop in ((default, "uvloop"), (plain, "asyncio")):
+        assert get(w, "alpha.test").backend == "alpha"
+        assert f"event loop: {loop}" in w.log()
