@@ -29,21 +29,46 @@ small, visible, and checked by the tests that exercise the behaviour:
 7. Header lookups: ``headers.get(name)``, ``name in headers`` and ``headers[name]`` go through
    ``collections.abc``'s mixins to ``get_all``, which decodes every matching value into a new list:
    about 4.5 µs each, and a proxied request makes a few dozen (mitmproxy's HTTP/1 layer, then the
-   addons). The replacements make one pass over the raw fields with the same ASCII-case-insensitive
-   bytes comparison and fold repeated headers the same way (``", "``).
+   addons). The replacements keep an index per headers object (lower-cased name -> value, repeated
+   headers folded with ``", "`` as mitmproxy does), built in one pass over the raw fields and
+   rebuilt after any change.
+8. Hook completion: a hook runs in a task that mitmproxy starts eagerly inside ``server_event``;
+   when the addons finish without suspending (nearly always), the task then waits for the
+   ``server_event`` lock its own caller holds, and the ``HookCompleted`` event is handled one
+   event-loop round trip later, four times per request. The replacement queues that event on the
+   connection instead, and ``server_event`` handles the queue before it returns, in the order the
+   hooks finished; a hook that did suspend completes through the lock as before.
+9. Option reads: every ``options.name`` deep-copies the value (``copy.deepcopy`` even of an int or
+   a bool); mitmproxy's layers read a dozen options per request. Immutable values (None, bool,
+   int, float, str, bytes) are returned as they are; anything else is still deep-copied.
+10. Hook arguments: ``Hook.args()`` asks ``dataclasses.fields`` for the hook's fields on every call
+    (twice per hook). The field names are looked up once per hook class.
+11. Flow and connection ids: ``uuid.uuid4()`` reads the kernel's random source, a system call for
+    each of the two ids a request gets. mitmproxy's flow and connection modules draw their
+    version-4 UUIDs from ``random`` instead (seeded from the kernel, and again in each forked
+    process). The ids name flows within the worker; nothing depends on them being unguessable.
+12. Writes: each ``SendData`` command is one ``write`` on the socket, and an HTTP/1 response leaves
+    as two (its head, then its body): two system calls and two TCP segments. The connections'
+    writers keep what one ``server_event`` sends and write it in one piece when that call
+    returns (in order, before any ``write_eof``, ``close`` or ``drain``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
+import copy
+import dataclasses
 import functools
 import inspect
+import random
 import sys
 import types
+import uuid
 
-from mitmproxy import addonmanager, exceptions, version
+from mitmproxy import addonmanager, connection, exceptions, hooks, optmanager, version
 from mitmproxy import flow as mflow
 from mitmproxy import http as mhttp
 from mitmproxy.net.http import http1
@@ -178,18 +203,38 @@ async def _trigger_event(self: addonmanager.AddonManager, event) -> None:
             addonmanager.logger.error(f"Addon error: {exc}", exc_info=(etype, value, tb))
 
 
+_HEADER_KEYS: dict[str | bytes, bytes] = {}
+
+
 def _header_key(name: str | bytes) -> bytes:
-    return (name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name).lower()
+    key = _HEADER_KEYS.get(name)
+    if key is None:
+        key = (name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name).lower()
+        if len(_HEADER_KEYS) > 4096:  # names come from code and config; never let requests grow it
+            _HEADER_KEYS.clear()
+        _HEADER_KEYS[name] = key
+    return key
+
+
+def _header_index(headers: mhttp.Headers) -> dict[bytes, str]:
+    """Lower-cased name -> folded value, kept until the headers change (``fields`` is a tuple that
+    every change replaces; the index holds on to the one it was built from)."""
+    fields = headers.fields
+    cached = headers.__dict__.get("_portico_index")
+    if cached is not None and cached[0] is fields:
+        return cached[1]
+    index: dict[bytes, str] = {}
+    for k, v in fields:
+        key = k.lower()
+        value = v.decode("utf-8", "surrogateescape")
+        found = index.get(key)
+        index[key] = value if found is None else f"{found}, {value}"
+    headers.__dict__["_portico_index"] = (fields, index)
+    return index
 
 
 def _header_value(headers: mhttp.Headers, name: str | bytes) -> str | None:
-    key = _header_key(name)
-    found = None
-    for k, v in headers.fields:
-        if k.lower() == key:
-            value = v.decode("utf-8", "surrogateescape")
-            found = value if found is None else f"{found}, {value}"
-    return found
+    return _header_index(headers).get(_header_key(name))
 
 
 def _headers_get(self: mhttp.Headers, name, default=None):
@@ -207,11 +252,109 @@ def _headers_getitem(self: mhttp.Headers, name):
 def _headers_contains(self: mhttp.Headers, name) -> bool:
     if not isinstance(name, str | bytes):
         return False
-    key = _header_key(name)
-    for k, _ in self.fields:
-        if k.lower() == key:
-            return True
-    return False
+    return _header_key(name) in _header_index(self)
+
+
+_IMMUTABLE = frozenset({type(None), bool, int, float, str, bytes})
+
+
+def _option_current(self: optmanager._Option):
+    value = self._default if self.value is optmanager.unset else self.value
+    return value if type(value) in _IMMUTABLE else copy.deepcopy(value)
+
+
+_HOOK_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _hook_args(self: hooks.Hook) -> list:
+    names = _HOOK_FIELDS.get(type(self))
+    if names is None:
+        names = _HOOK_FIELDS[type(self)] = tuple(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
+    return [getattr(self, name) for name in names]
+
+
+def _uuid4() -> uuid.UUID:
+    return uuid.UUID(int=random.getrandbits(128), version=4)
+
+
+class _CoalescingWriter:
+    """An ``asyncio.StreamWriter`` whose ``write`` waits for the end of the ``server_event`` call."""
+
+    __slots__ = ("_writer", "_pending")
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self._writer = writer
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            _UNFLUSHED.append(self)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if len(pending) == 1:
+            self._writer.write(pending[0])
+        elif pending:
+            self._writer.write(b"".join(pending))
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._writer.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.close()
+
+    async def drain(self) -> None:
+        self.flush()
+        await self._writer.drain()
+
+    def __getattr__(self, name: str):
+        return getattr(self._writer, name)
+
+
+_UNFLUSHED: list[_CoalescingWriter] = []
+
+
+def _flush_writes() -> None:
+    while _UNFLUSHED:
+        _UNFLUSHED.pop().flush()
+
+
+@dataclasses.dataclass
+class _ConnectionIO(proxy_server.ConnectionIO):
+    def __post_init__(self) -> None:
+        if isinstance(self.writer, asyncio.StreamWriter):
+            self.writer = _CoalescingWriter(self.writer)  # type: ignore[assignment]
+
+
+_server_event = proxy_server.ConnectionHandler.server_event
+
+
+async def _server_event_then_completions(self: proxy_server.ConnectionHandler, event: events.Event) -> None:
+    try:
+        await _server_event(self, event)
+    finally:
+        _flush_writes()
+    completed = self.__dict__.get("_portico_completed")
+    while completed:
+        try:
+            await _server_event(self, completed.popleft())
+        finally:
+            _flush_writes()
+
+
+async def _hook_task(self: proxy_server.ConnectionHandler, hook: commands.StartHook) -> None:
+    await self.handle_hook(hook)
+    if not hook.blocking:
+        return
+    if self._server_event_lock.locked():
+        # The lock is only held while server_event runs without suspending, so it is held by the
+        # call that started this task eagerly, further up this very stack: it handles the queue.
+        self.__dict__.setdefault("_portico_completed", collections.deque()).append(events.HookCompleted(hook))
+    else:
+        await self.server_event(events.HookCompleted(hook))
 
 
 def _eager_task_factory(loop, coro, *, eager_start=None, **kwargs):
@@ -251,3 +394,9 @@ def apply(*, reuse_port: bool, max_header_bytes: int) -> None:
     mhttp.Headers.__getitem__ = _headers_getitem
     mhttp.Headers.__contains__ = _headers_contains
     asyncio_utils.set_eager_task_factory = _set_eager_task_factory
+    proxy_server.ConnectionHandler.server_event = _server_event_then_completions
+    proxy_server.ConnectionHandler.hook_task = _hook_task
+    optmanager._Option.current = _option_current
+    proxy_server.ConnectionIO = _ConnectionIO  # type: ignore[misc]
+    hooks.Hook.args = _hook_args
+    mflow.uuid = connection.uuid = _namespace_of(uuid, uuid4=_uuid4)  # type: ignore[attr-defined]

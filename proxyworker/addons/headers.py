@@ -9,7 +9,7 @@ echo the request id.
 
 from __future__ import annotations
 
-import os
+import random
 import re
 
 from mitmproxy import http
@@ -21,11 +21,11 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 def request_id_of(flow: http.HTTPFlow) -> str:
     """The request's id, chosen once: the filtering addons quote it on their pages before this
-    addon runs."""
+    addon runs. New ids come from ``random`` (no system call); they trace, they do not protect."""
     request_id = flow.metadata.get("portico.request_id")
     if request_id is None:
         incoming = flow.request.headers.get("x-request-id")
-        request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else os.urandom(16).hex()
+        request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else f"{random.getrandbits(128):032x}"
         flow.metadata["portico.request_id"] = request_id
     return request_id
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import typing
+import uuid
 
 import pytest
 import uvloop
@@ -35,6 +37,20 @@ def test_header_lookups_match_mitmproxys_own(name):
     else:
         with pytest.raises(KeyError):
             patches._headers_getitem(h, name)
+
+
+def test_header_lookups_see_every_change():
+    h = Headers(FIELDS)
+    assert patches._headers_get(h, "host") == "a.test"  # builds the index
+    h["host"] = "b.test"
+    assert patches._headers_get(h, "Host") == "b.test"
+    h.add("X-Forwarded-For", "10.0.0.3")
+    assert patches._headers_get(h, "x-forwarded-for") == "10.0.0.1, 10.0.0.2, 10.0.0.3"
+    del h["accept"]
+    assert not patches._headers_contains(h, "accept")
+    h.fields = ((b"Accept", b"*/*"),)
+    assert patches._headers_get(h, "accept") == "*/*"
+    assert patches._headers_get(h, "host") is None
 
 
 def test_a_non_string_key_is_never_contained():
@@ -76,3 +92,76 @@ def test_the_worker_chooses_uvloop_unless_told_otherwise():
     assert server.loop_factory("auto") is uvloop.new_event_loop
     assert server.loop_factory("uvloop") is uvloop.new_event_loop
     assert server.loop_factory("asyncio") is None  # asyncio.run's default loop
+
+
+def test_option_reads_copy_only_what_could_be_changed_in_place():
+    from mitmproxy import optmanager
+
+    opt = optmanager._Option("modes", typing.Sequence[str], ["reverse:http://a"], "help", None)
+    assert patches._option_current(opt) == ["reverse:http://a"]
+    assert patches._option_current(opt) is not opt._default  # a list: still a copy
+    opt.set(["regular"])
+    got = patches._option_current(opt)
+    got.append("changed")
+    assert opt.value == ["regular"]
+    flag = optmanager._Option("flag", bool, False, "help", None)
+    assert patches._option_current(flag) is False
+    flag.set(True)
+    assert patches._option_current(flag) is True
+
+
+def test_hook_arguments_are_the_dataclass_fields_in_order():
+    from mitmproxy.proxy.layers.http._hooks import HttpRequestHook
+    from mitmproxy.test import tflow
+
+    f = tflow.tflow()
+    hook = HttpRequestHook(f)
+    assert patches._hook_args(hook) == [f]
+    assert patches._hook_args(hook) == [f]  # from the per-class cache
+
+
+def test_generated_ids_are_version_4_uuids_and_differ():
+    ids = {patches._uuid4() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(i.version == 4 and i.variant == uuid.RFC_4122 for i in ids)
+
+
+def test_writes_of_one_server_event_leave_in_one_piece_and_in_order():
+    class Transport(asyncio.WriteTransport):
+        def __init__(self):
+            super().__init__()
+            self.calls: list = []
+
+        def write(self, data):
+            self.calls.append(bytes(data))
+
+        def write_eof(self):
+            self.calls.append("eof")
+
+        def close(self):
+            self.calls.append("close")
+
+        def is_closing(self):
+            return False
+
+    loop = asyncio.new_event_loop()
+    try:
+        transport = Transport()
+        protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(loop=loop), loop=loop)
+        io = patches._ConnectionIO(writer=asyncio.StreamWriter(transport, protocol, None, loop))
+        w = io.writer
+        assert isinstance(w, patches._CoalescingWriter)
+        w.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        w.write(b"body")
+        assert transport.calls == []  # held until the server_event call returns
+        patches._flush_writes()
+        assert transport.calls == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+        w.write(b"last")
+        w.write_eof()  # what was written goes first
+        w.write(b"x")
+        w.close()
+        assert transport.calls[1:] == [b"last", "eof", b"x", "close"]
+        assert patches._UNFLUSHED == [] or all(not p._pending for p in patches._UNFLUSHED)
+    finally:
+        patches._UNFLUSHED.clear()
+        loop.close()
