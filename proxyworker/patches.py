@@ -51,6 +51,12 @@ small, visible, and checked by the tests that exercise the behaviour:
     as two (its head, then its body): two system calls and two TCP segments. The connections'
     writers keep what one ``server_event`` sends and write it in one piece when that call
     returns (in order, before any ``write_eof``, ``close`` or ``drain``).
+13. Hook plumbing: around the addons, every hook went through a generator-based context manager
+    (the timeout watchdog's ``disarm``), built its arguments twice, built an ``update`` event that
+    no addon here handles, and awaited ``wait_for_resume`` of a flow nobody intercepts; and each
+    hook command re-checked at creation that its class is a dataclass. The replacement of
+    ``handle_hook`` does the same steps inline and skips the ``update`` event and the resume wait
+    when they cannot matter; the class checks are made once per class.
 """
 
 from __future__ import annotations
@@ -329,6 +335,48 @@ class _ConnectionIO(proxy_server.ConnectionIO):
             self.writer = _CoalescingWriter(self.writer)  # type: ignore[assignment]
 
 
+async def _handle_hook(self: mode_servers.ProxyConnectionHandler, hook: commands.StartHook) -> None:
+    """``ProxyConnectionHandler.handle_hook`` (mitmproxy 12.3) with its steps inline."""
+    watchdog = self.timeout_watchdog
+    watchdog.can_timeout.clear()
+    watchdog.blocker += 1
+    try:
+        (data,) = hook.args()
+        manager = self.master.addons
+        await manager.trigger_event(hook)
+        if isinstance(data, mflow.Flow):
+            if _has_update_handlers(manager):
+                await manager.trigger_event(hooks.UpdateHook([data]))
+            if data.intercepted:
+                await data.wait_for_resume()
+    finally:
+        watchdog.blocker -= 1
+        if watchdog.blocker == 0:
+            watchdog.register_activity()
+            watchdog.can_timeout.set()
+
+
+_UPDATE = hooks.UpdateHook([])
+
+
+def _has_update_handlers(manager: addonmanager.AddonManager) -> bool:
+    return bool(_handlers(manager, _UPDATE))
+
+
+_CHECKED_HOOK_CLASSES: set[type] = set()
+_hook_new = hooks.Hook.__new__
+
+
+def _start_hook_new(cls, *args, **kwargs):
+    if cls in _CHECKED_HOOK_CLASSES:
+        return object.__new__(cls)
+    if cls is commands.StartHook:
+        raise TypeError("StartHook may not be instantiated directly.")
+    hook = _hook_new(cls, *args, **kwargs)  # raises for a class that is not a dataclass
+    _CHECKED_HOOK_CLASSES.add(cls)
+    return hook
+
+
 _server_event = proxy_server.ConnectionHandler.server_event
 
 
@@ -398,5 +446,7 @@ def apply(*, reuse_port: bool, max_header_bytes: int) -> None:
     proxy_server.ConnectionHandler.hook_task = _hook_task
     optmanager._Option.current = _option_current
     proxy_server.ConnectionIO = _ConnectionIO  # type: ignore[misc]
+    mode_servers.ProxyConnectionHandler.handle_hook = _handle_hook
+    commands.StartHook.__new__ = _start_hook_new  # type: ignore[method-assign]
     hooks.Hook.args = _hook_args
     mflow.uuid = connection.uuid = _namespace_of(uuid, uuid4=_uuid4)  # type: ignore[attr-defined]

@@ -69,6 +69,7 @@ class SiteTable:
         "hsts",
         "max_body",
         "hide_headers",
+        "hide_header_keys",
         "sticky_cookie",
         "health",
         "extra",
@@ -97,6 +98,7 @@ class SiteTable:
             self.hsts = value
         self.max_body = site.max_body_bytes
         self.hide_headers = tuple(h.lower() for h in site.hide_response_headers)
+        self.hide_header_keys = tuple(h.encode("utf-8", "surrogateescape") for h in self.hide_headers)
         self.sticky_cookie = site.sticky_cookie
         self.health = site.health_check
         self.extra: dict[str, Any] = {}  # per-site compiled data of later addons (rate limits, WAF...)

@@ -30,6 +30,15 @@ def request_id_of(flow: http.HTTPFlow) -> str:
     return request_id
 
 
+def rewrite(headers: http.Headers, remove: tuple[bytes, ...], add: list[tuple[bytes, str]]) -> None:
+    """Drop every field named in ``remove`` or ``add`` (lower-case names), then append ``add``:
+    one new field tuple instead of one per header set or deleted."""
+    names = {*remove, *(name for name, _ in add)}
+    fields = [field for field in headers.fields if field[0].lower() not in names]
+    fields += [(name, value.encode("utf-8", "surrogateescape")) for name, value in add]
+    headers.fields = tuple(fields)
+
+
 class ForwardingHeaders:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         req = flow.request
@@ -39,25 +48,25 @@ class ForwardingHeaders:
         headers = req.headers
         client_ip = flow.client_conn.peername[0]
         chain = headers.get("x-forwarded-for")
-        headers["x-forwarded-for"] = f"{chain}, {client_ip}" if chain else client_ip
-        headers["x-forwarded-proto"] = "https" if flow.client_conn.tls else "http"
-        headers["x-forwarded-host"] = req.host_header or ""
-        headers["x-request-id"] = request_id
+        rewrite(headers, (), [
+            (b"x-forwarded-for", f"{chain}, {client_ip}" if chain else client_ip),
+            (b"x-forwarded-proto", "https" if flow.client_conn.tls else "http"),
+            (b"x-forwarded-host", req.host_header or ""),
+            (b"x-request-id", request_id),
+        ])
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
         assert resp is not None
         headers = resp.headers
         site: SiteTable | None = flow.metadata.get("portico.site")
-        if site is not None:
-            for name in site.hide_headers:
-                if name in headers:
-                    del headers[name]
-            if site.hsts and flow.client_conn.tls:
-                headers["strict-transport-security"] = site.hsts
+        add = []
+        if site is not None and site.hsts and flow.client_conn.tls:
+            add.append((b"strict-transport-security", site.hsts))
         request_id = flow.metadata.get("portico.request_id")
         if request_id:
-            headers["x-request-id"] = request_id
+            add.append((b"x-request-id", request_id))
+        rewrite(headers, site.hide_header_keys if site is not None else (), add)
 
     def response(self, flow: http.HTTPFlow) -> None:
         # A retried response replaced the one responseheaders cleaned: clean the new one too.
