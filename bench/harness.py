@@ -11,9 +11,11 @@ from pathlib import Path
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url: str, *, threads: int, conns: int, duration: int, headers: dict[str, str] | None = None) -> dict:
-    """One wrk run (with --latency). ``errors`` is non-2xx/3xx answers plus socket errors."""
-    args = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency"]
+def wrk(url: str, *, threads: int, conns: int, duration: int, headers: dict[str, str] | None = None,
+        cpus: str | None = None) -> dict:
+    """One wrk run (with --latency), on the given cores (taskset) if any. ``errors`` is
+    non-2xx/3xx answers plus socket errors."""
+    args = (["taskset", "-c", cpus] if cpus else []) + ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency"]
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]  # "Name: value" with the space, or wrk sends a second Host
     out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout

@@ -3,8 +3,10 @@
 In one run, on this machine, with wrk against a small static file served by nginx:
   direct to nginx, nginx as reverse proxy, stock `mitmdump --mode reverse:...`,
   and the Portico worker with 1 and N processes.
-Then the added p50 latency at one connection (worker vs direct) and the RSS of a worker process
-with 1,000 sites loaded.
+Then the RSS of a worker process with 1,000 sites loaded, and the added p50 latency at one
+connection (worker vs direct), with every process pinned: wrk and the origin on one core, the
+proxy on the same core or on another one. A null relay (bench/relay.py, bytes only, no HTTP
+work) is measured the same way: what it adds is what the machine costs any proxy.
 
 Each configuration is run --rounds times, alternating, and the median is reported, because other
 processes on a shared machine come and go.
@@ -79,10 +81,93 @@ def site_snapshot(count: int, origin: int) -> snapshot.Snapshot:
     return snapshot.Snapshot(version=1, sites=sites)
 
 
+def _up(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def latency_at_one_connection(work: Path, *, rounds: int, duration: int) -> dict:
+    """p50 at one connection (``wrk -t1 -c1``), in alternating rounds: direct, then every proxy.
+    wrk and the origin run on the first core; each proxy (one process) on that core ("same core")
+    or on the second ("separate cores"); and the worker as deployed by default, one process per
+    core, which takes each connection on the core it arrives on. Added latency = proxy p50 - direct p50 of the same round;
+    the median over the rounds is reported."""
+    cores = sorted(os.sched_getaffinity(0))
+    placements = {"same core": str(cores[0])}
+    if len(cores) > 1:
+        placements["separate cores"] = str(cores[1])
+    home = work / "latency"
+    (home / "www").mkdir(parents=True)
+    home.chmod(0o755)
+    (home / "www" / "index.html").write_bytes(b"x" * 612)
+    origin = free_port()
+    (home / "nginx.conf").write_text(NGINX_CONF.format(dir=home, origin=origin, proxy=free_port()))
+    snap_path = home / "snapshot.json"
+    snap_path.write_bytes(snapshot.encode(site_snapshot(1000, origin)))
+    client_core = placements["same core"]
+    procs = {"origin": spawn(["taskset", "-c", client_core, "nginx", "-c", str(home / "nginx.conf")], env=os.environ.copy(),
+                             log=home / "nginx.log")}
+    targets: dict[str, tuple[int, dict | None]] = {}
+    for where, core in placements.items():
+        port = free_port()
+        procs[f"worker {where}"] = spawn(
+            ["taskset", "-c", core, PY, "-m", "proxyworker", "--snapshot", str(snap_path), "--http-port", str(port),
+             "--https-port", str(free_port()), "--processes", "1", "--listen-host", "127.0.0.1",
+             "--status-file", str(home / f"status-{core}.json")],
+            env=os.environ.copy(), log=home / f"worker-{core}.log")
+        targets[f"portico worker, {where}"] = (port, _host("site7.bench.test"))
+        port = free_port()
+        procs[f"relay {where}"] = spawn(["taskset", "-c", core, PY, str(ROOT / "bench" / "relay.py"), str(port), str(origin)],
+                                        env=os.environ.copy(), log=home / f"relay-{core}.log")
+        targets[f"null relay, {where}"] = (port, None)
+    if len(cores) > 1:
+        # The default deployment: one process per core, each pinned, each taking the connections
+        # that arrive on its core (here: wrk's core).
+        port = free_port()
+        procs["worker per core"] = spawn(
+            [PY, "-m", "proxyworker", "--snapshot", str(snap_path), "--http-port", str(port), "--https-port", str(free_port()),
+             "--processes", str(len(cores)), "--listen-host", "127.0.0.1", "--status-file", str(home / "status-all.json")],
+            env=os.environ.copy(), log=home / "worker-all.log")
+        targets[f"portico worker, {len(cores)} processes (one per core)"] = (port, _host("site7.bench.test"))
+    p50: dict[str, list[float]] = {"direct": [], **{name: [] for name in targets}}
+    try:
+        for port in (origin, *(port for port, _ in targets.values())):
+            wait_for(lambda p=port: _up(p), timeout=30, what=f"port {port}")
+        time.sleep(2)
+        for port, host in targets.values():  # warm-up
+            wrk(f"http://127.0.0.1:{port}/index.html", threads=1, conns=1, duration=1, headers=host, cpus=client_core)
+        for _ in range(rounds):
+            p50["direct"].append(wrk(f"http://127.0.0.1:{origin}/index.html", threads=1, conns=1, duration=duration,
+                                     cpus=client_core)["p50_ms"])
+            for name, (port, host) in targets.items():
+                run = wrk(f"http://127.0.0.1:{port}/index.html", threads=1, conns=1, duration=duration, headers=host,
+                          cpus=client_core)
+                assert run["errors"] == 0, (name, run)
+                p50[name].append(run["p50_ms"])
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    return {
+        "method": f"wrk -t1 -c1 -d{duration}s, {rounds} rounds; wrk and origin pinned to core {client_core}",
+        "p50_ms_median": {name: round(statistics.median(runs), 3) for name, runs in p50.items()},
+        "added_p50_ms_median": {
+            name: round(statistics.median(r - d for r, d in zip(runs, p50["direct"], strict=True)), 3)
+            for name, runs in p50.items() if name != "direct"
+        },
+        "p50_ms_runs": p50,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--latency-rounds", type=int, default=10)
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "worker_throughput.json"))
     args = ap.parse_args()
@@ -110,17 +195,8 @@ def main() -> None:
                                     env=os.environ.copy(), log=work / f"worker{n}.log")
         workers[n] = http
 
-    def up(port: int) -> bool:
-        import socket
-
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
     for port in (origin, nginx_proxy, mitm_port, *workers.values()):
-        wait_for(lambda p=port: up(p), timeout=30, what=f"port {port}")
+        wait_for(lambda p=port: _up(p), timeout=30, what=f"port {port}")
     time.sleep(2)  # let every worker process load the 1,000-site snapshot
 
     targets = {
@@ -145,17 +221,13 @@ def main() -> None:
                 if pid:  # one process each: CPU per request is the throughput neighbours cannot blur
                     run["cpu_us_per_request"] = (cpu_seconds(pid) - cpu_before) / max(1, run["requests"]) * 1e6
                 runs[name].append(run)
-        latency = {
-            name: statistics.median(wrk(url, threads=1, conns=1, duration=5, headers=_host(host))["p50_ms"] for _ in range(args.rounds))
-            for name, (url, host) in targets.items()
-            if name in ("nginx direct (no proxy)", "portico worker, 1 process")
-        }
         worker_pids = children(procs[f"worker{args.processes}"].pid) or [procs[f"worker{args.processes}"].pid]
         one_pid = procs["worker1"].pid
         rss = {"1 process": rss_mb(one_pid), f"{args.processes} processes, each": [rss_mb(p) for p in worker_pids]}
     finally:
         for p in procs.values():
             stop(p)
+    latency = latency_at_one_connection(work, rounds=args.latency_rounds, duration=3)
 
     summary = {name: {"rps_median": statistics.median(r["rps"] for r in rs), "rps_runs": [r["rps"] for r in rs],
                       "errors": sum(r["errors"] for r in rs)} for name, rs in runs.items()}
@@ -181,8 +253,7 @@ def main() -> None:
             f"worker_{args.processes}_processes_vs_1": round(many / one, 2),
             "worker_1_process_vs_nginx_proxy": round(one / nginx, 3),
         },
-        "p50_latency_one_connection_ms": latency,
-        "added_p50_ms": round(latency["portico worker, 1 process"] - latency["nginx direct (no proxy)"], 3),
+        "latency_one_connection": latency,
         "rss_mb_with_1000_sites": rss,
     }
     print(json.dumps(result, indent=2))

@@ -65,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         "--event-loop", default="auto", choices=["auto", "uvloop", "asyncio"],
         help="auto: uvloop when installed, else asyncio's own loop",
     )
+    p.add_argument(
+        "--no-cpu-affinity", action="store_true",
+        help="do not pin processes to cores (by default, with one per core or fewer, each gets its own)",
+    )
     a = p.parse_args(argv)
     return Settings(
         snapshot=a.snapshot,
@@ -97,6 +101,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         ratelimit_file=a.ratelimit_file,
         ratelimit_redis=a.ratelimit_redis,
         event_loop=a.event_loop,
+        cpu_affinity=not a.no_cpu_affinity,
     )
 
 

@@ -5,7 +5,10 @@ small, visible, and checked by the tests that exercise the behaviour:
 
 1. ``reuse_port``: mitmproxy binds with ``asyncio.start_server`` and has no SO_REUSEPORT option.
    Its server module gets an ``asyncio`` whose ``start_server`` passes ``reuse_port=True``, so N
-   worker processes share one port and the kernel spreads connections over them.
+   worker processes share one port and the kernel spreads connections over them. A process pinned
+   to one core also marks its listening sockets with that core (``SO_INCOMING_CPU``): the kernel
+   then hands it the connections whose packets that core handles, so a connection stays on one
+   core from the network stack to the proxy.
 2. Failover: mitmproxy connects upstream right after the ``server_connect`` hook, without a timeout
    and without retry. The balancer's async ``server_connect`` hook connects itself (trying other
    backends when one refuses) and parks the open stream in ``PRECONNECTED``; mitmproxy's connect
@@ -67,9 +70,9 @@ import contextlib
 import contextvars
 import copy
 import dataclasses
-import functools
 import inspect
 import random
+import socket
 import sys
 import types
 import uuid
@@ -421,16 +424,26 @@ def _set_eager_task_factory():
         loop.set_task_factory(existing)
 
 
-def apply(*, reuse_port: bool, max_header_bytes: int) -> None:
-    global _applied, MAX_HEADER_BYTES
+INCOMING_CPU: int | None = None  # the core this process is pinned to, if it is
+
+
+async def _start_server(*args, **kwargs) -> asyncio.Server:
+    server = await asyncio.start_server(*args, reuse_port=True, **kwargs)
+    if INCOMING_CPU is not None:
+        for sock in server.sockets:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_INCOMING_CPU, INCOMING_CPU)
+    return server
+
+
+def apply(*, reuse_port: bool, max_header_bytes: int, incoming_cpu: int | None = None) -> None:
+    global _applied, MAX_HEADER_BYTES, INCOMING_CPU
     MAX_HEADER_BYTES = max_header_bytes
+    INCOMING_CPU = incoming_cpu
     if _applied:
         return
     _applied = True
     if reuse_port:
-        mode_servers.asyncio = _namespace_of(  # type: ignore[attr-defined]
-            asyncio, start_server=functools.partial(asyncio.start_server, reuse_port=True)
-        )
+        mode_servers.asyncio = _namespace_of(asyncio, start_server=_start_server)  # type: ignore[attr-defined]
     proxy_server.asyncio = _namespace_of(asyncio, open_connection=_open_connection)  # type: ignore[attr-defined]
     _http1.make_error_response = _make_error_response
     _http2.format_error = _format_error

@@ -65,6 +65,7 @@ class Settings:
     ratelimit_file: str | None = None  # shared token buckets; default under /dev/shm
     ratelimit_redis: str | None = None  # redis:// URL: rate limits across nodes
     event_loop: str = "auto"  # auto (uvloop when installed), uvloop, asyncio
+    cpu_affinity: bool = True  # with one process per core or fewer: pin each to its own core
 
     def __post_init__(self) -> None:
         if self.public_https_port is None:
@@ -81,9 +82,18 @@ def _modes(settings: Settings) -> list[str]:
     return [f"reverse:{PLACEHOLDER_UPSTREAM}@{host + ':' if host else ''}{port}" for port in ports]
 
 
-async def run_worker(settings: Settings, slot: int = 0) -> None:
+def pinned_cores(settings: Settings) -> list[int] | None:
+    """The core of each process slot, when processes are pinned: more than one process, no more
+    processes than usable cores, and ``cpu_affinity`` on."""
+    cores = sorted(os.sched_getaffinity(0))
+    if not settings.cpu_affinity or settings.processes < 2 or settings.processes > len(cores):
+        return None
+    return cores[: settings.processes]
+
+
+async def run_worker(settings: Settings, slot: int = 0, core: int | None = None) -> None:
     """One worker process: serve until SIGTERM/SIGINT, then stop listening and drain."""
-    patches.apply(reuse_port=settings.processes > 1, max_header_bytes=settings.max_header_bytes)
+    patches.apply(reuse_port=settings.processes > 1, max_header_bytes=settings.max_header_bytes, incoming_cpu=core)
     logger.info("event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
     live = Live()
     health = HealthChecker()
@@ -153,9 +163,9 @@ def loop_factory(name: str):
     return uvloop.new_event_loop
 
 
-def _run_one(settings: Settings, slot: int = 0) -> int:
+def _run_one(settings: Settings, slot: int = 0, core: int | None = None) -> int:
     try:
-        asyncio.run(run_worker(settings, slot), loop_factory=loop_factory(settings.event_loop))
+        asyncio.run(run_worker(settings, slot, core), loop_factory=loop_factory(settings.event_loop))
     except OSError as exc:
         logger.error("worker failed: %s", exc)
         return 1
@@ -202,16 +212,20 @@ def _supervise(settings: Settings) -> int:
     deaths: dict[int, int] = {}  # slot -> deaths in a row
     pending: dict[int, float] = {}  # slot -> when its replacement starts
     stopping = False
+    cores = pinned_cores(settings)
 
     def spawn(slot: int) -> None:
         pid = os.fork()
         if pid == 0:
+            core = cores[slot] if cores else None
+            if core is not None:
+                os.sched_setaffinity(0, {core})
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             logging.getLogger().handlers[0].setFormatter(
                 logging.Formatter(f"%(asctime)s %(levelname)s [worker {os.getpid()}] %(name)s: %(message)s")
             )
-            code = _run_one(settings, slot)
+            code = _run_one(settings, slot, core)
             os._exit(code)
         children[pid] = time.monotonic()
         slots[pid] = slot

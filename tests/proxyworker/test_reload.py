@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
+
+import pytest
 
 from proxyworker import snapshot as snap
 from tests.proxyworker.conftest import get, site, snapshot
@@ -149,3 +156,47 @@ def test_a_renamed_in_snapshot_is_picked_up_without_waiting_for_the_poll(backend
     w.swap(snapshot(site("wake.test", [b]), version=2))
     assert time.monotonic() - started < 5
     assert get(w, "wake.test").backend == "after"
+
+
+def _served_by(port: int, core: int) -> set[int]:
+    """Open connections from a client pinned to ``core``; the pids of the processes that hold
+    the server side of them."""
+    client = (
+        "import socket, time\n"
+        f"conns = [socket.create_connection(('127.0.0.1', {port})) for _ in range(8)]\n"
+        "print('open', flush=True)\n"
+        "time.sleep(3)\n"
+    )
+    proc = subprocess.Popen(["taskset", "-c", str(core), sys.executable, "-c", client], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "open"
+        time.sleep(0.3)  # accepted
+        ss = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+                            capture_output=True, text=True, check=True).stdout
+        return {int(pid) for pid in re.findall(r"pid=(\d+)", ss)}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not shutil.which("ss"), reason="needs 2 cores and ss")
+def test_each_process_has_its_core_and_takes_the_connections_that_arrive_there(backend_factory, worker_factory):
+    a = backend_factory("pin")
+    w = worker_factory(snapshot(site("pin.test", [a])), processes=2)
+    time.sleep(0.5)  # both children listening
+    children = [int(pid) for pid in open(f"/proc/{w.proc.pid}/task/{w.proc.pid}/children").read().split()]
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    core_of = {pid: os.sched_getaffinity(pid) for pid in children}
+    assert sorted(core_of.values(), key=min) == [{cores[0]}, {cores[1]}]
+    for core in cores:
+        owner = next(pid for pid, c in core_of.items() if c == {core})
+        assert _served_by(w.http_port, core) == {owner}
+    assert get(w, "pin.test").backend == "pin"
+
+
+def test_processes_stay_unpinned_when_asked(backend_factory, worker_factory):
+    a = backend_factory("free")
+    w = worker_factory(snapshot(site("free.test", [a])), processes=2, no_cpu_affinity=True)
+    time.sleep(0.5)
+    children = [int(pid) for pid in open(f"/proc/{w.proc.pid}/task/{w.proc.pid}/children").read().split()]
+    assert all(os.sched_getaffinity(pid) == os.sched_getaffinity(0) for pid in children)
