@@ -60,6 +60,10 @@ small, visible, and checked by the tests that exercise the behaviour:
     hook command re-checked at creation that its class is a dataclass. The replacement of
     ``handle_hook`` does the same steps inline and skips the ``update`` event and the resume wait
     when they cannot matter; the class checks are made once per class.
+14. Layer contexts: every request forks the connection's layer context, and the fork first builds
+    a complete placeholder server connection (a dataclass of some twenty fields, each set through
+    a checking ``__setattr__``, and a new id) that it overwrites on the next line. The replacement
+    copies the four attributes the fork consists of.
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ from mitmproxy import addonmanager, connection, exceptions, hooks, optmanager, v
 from mitmproxy import flow as mflow
 from mitmproxy import http as mhttp
 from mitmproxy.net.http import http1
-from mitmproxy.proxy import commands, events, mode_servers
+from mitmproxy.proxy import commands, context, events, mode_servers
 from mitmproxy.proxy import server as proxy_server
 from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.proxy.layers.http import _http1, _http2
@@ -380,6 +384,16 @@ def _start_hook_new(cls, *args, **kwargs):
     return hook
 
 
+def _context_fork(self: context.Context) -> context.Context:
+    """``Context.fork`` (mitmproxy 12.3) without the placeholder server connection."""
+    forked = object.__new__(type(self))
+    forked.client = self.client
+    forked.options = self.options
+    forked.server = self.server
+    forked.layers = self.layers.copy()
+    return forked
+
+
 _server_event = proxy_server.ConnectionHandler.server_event
 
 
@@ -461,5 +475,6 @@ def apply(*, reuse_port: bool, max_header_bytes: int, incoming_cpu: int | None =
     proxy_server.ConnectionIO = _ConnectionIO  # type: ignore[misc]
     mode_servers.ProxyConnectionHandler.handle_hook = _handle_hook
     commands.StartHook.__new__ = _start_hook_new  # type: ignore[method-assign]
+    context.Context.fork = _context_fork
     hooks.Hook.args = _hook_args
     mflow.uuid = connection.uuid = _namespace_of(uuid, uuid4=_uuid4)  # type: ignore[attr-defined]

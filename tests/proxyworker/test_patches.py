@@ -165,3 +165,17 @@ def test_writes_of_one_server_event_leave_in_one_piece_and_in_order():
     finally:
         patches._UNFLUSHED.clear()
         loop.close()
+
+
+def test_a_forked_context_is_the_original_one_with_its_own_layer_list():
+    from mitmproxy.proxy import context
+    from mitmproxy.test import tflow
+
+    ctx = context.Context(tflow.tclient_conn(), object())
+    ctx.layers.append("outer")
+    forked = patches._context_fork(ctx)
+    expected = context.Context.fork(ctx)  # mitmproxy's own, unless patched in this process
+    for f in (forked, expected):
+        assert (f.client, f.options, f.server, f.layers) == (ctx.client, ctx.options, ctx.server, ["outer"])
+    forked.layers.append("inner")
+    assert ctx.layers == ["outer"]
