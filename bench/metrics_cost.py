@@ -32,19 +32,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "platform"))
 
 from bench.harness import cpu_seconds, wrk  # noqa: E402
+from bench.stack import port_open  # noqa: E402
 from bench.worker_throughput import NGINX_CONF, site_snapshot  # noqa: E402
 from proxyworker import snapshot  # noqa: E402
 from tests.e2e.processes import PY, free_port, spawn, stop, wait_for  # noqa: E402
-
-
-def _up(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 def worker_cost(duration: int, rounds: int) -> dict:
@@ -67,7 +58,7 @@ def worker_cost(duration: int, rounds: int) -> dict:
                             env=os.environ.copy(), log=work / f"worker-{mode}.log")
     try:
         for port in (origin, *ports.values()):
-            wait_for(lambda p=port: _up(p), timeout=30, what=f"port {port}")
+            wait_for(lambda p=port: port_open(p), timeout=30, what=f"port {port}")
         time.sleep(2)
         runs: dict[str, list[float]] = {"on": [], "off": []}
         cpu_us: dict[str, list[float]] = {"on": [], "off": []}

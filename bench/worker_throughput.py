@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import cpu_seconds, wrk  # noqa: E402
+from bench.stack import port_open  # noqa: E402
 from proxyworker import snapshot  # noqa: E402
 from tests.e2e.processes import PY, free_port, spawn, stop, wait_for  # noqa: E402
 
@@ -81,16 +82,6 @@ def site_snapshot(count: int, origin: int) -> snapshot.Snapshot:
     return snapshot.Snapshot(version=1, sites=sites)
 
 
-def _up(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
 def latency_at_one_connection(work: Path, *, rounds: int, duration: int) -> dict:
     """p50 at one connection (``wrk -t1 -c1``), in alternating rounds: direct, then every proxy.
     wrk and the origin run on the first core; each proxy (one process) on that core ("same core")
@@ -137,7 +128,7 @@ def latency_at_one_connection(work: Path, *, rounds: int, duration: int) -> dict
     p50: dict[str, list[float]] = {"direct": [], **{name: [] for name in targets}}
     try:
         for port in (origin, *(port for port, _ in targets.values())):
-            wait_for(lambda p=port: _up(p), timeout=30, what=f"port {port}")
+            wait_for(lambda p=port: port_open(p), timeout=30, what=f"port {port}")
         time.sleep(2)
         for port, host in targets.values():  # warm-up
             wrk(f"http://127.0.0.1:{port}/index.html", threads=1, conns=1, duration=1, headers=host, cpus=client_core)
@@ -196,7 +187,7 @@ def main() -> None:
         workers[n] = http
 
     for port in (origin, nginx_proxy, mitm_port, *workers.values()):
-        wait_for(lambda p=port: _up(p), timeout=30, what=f"port {port}")
+        wait_for(lambda p=port: port_open(p), timeout=30, what=f"port {port}")
     time.sleep(2)  # let every worker process load the 1,000-site snapshot
 
     targets = {

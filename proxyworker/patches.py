@@ -417,7 +417,10 @@ async def _hook_task(self: proxy_server.ConnectionHandler, hook: commands.StartH
     if self._server_event_lock.locked():
         # The lock is only held while server_event runs without suspending, so it is held by the
         # call that started this task eagerly, further up this very stack: it handles the queue.
-        self.__dict__.setdefault("_portico_completed", collections.deque()).append(events.HookCompleted(hook))
+        completed = self.__dict__.get("_portico_completed")
+        if completed is None:
+            completed = self.__dict__["_portico_completed"] = collections.deque()
+        completed.append(events.HookCompleted(hook))
     else:
         await self.server_event(events.HookCompleted(hook))
 
