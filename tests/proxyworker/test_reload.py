@@ -170,10 +170,14 @@ def _served_by(port: int, core: int) -> set[int]:
     proc = subprocess.Popen(["taskset", "-c", str(core), sys.executable, "-c", client], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "open"
-        time.sleep(0.3)  # accepted
-        ss = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
-                            capture_output=True, text=True, check=True).stdout
-        return {int(pid) for pid in re.findall(r"pid=(\d+)", ss)}
+        deadline = time.monotonic() + 10
+        while True:  # until every connection is accepted (held by a process)
+            ss = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+                                capture_output=True, text=True, check=True).stdout
+            pids = re.findall(r"pid=(\d+)", ss)
+            if len(pids) >= 8 or time.monotonic() > deadline:
+                return {int(pid) for pid in pids}
+            time.sleep(0.1)
     finally:
         proc.kill()
         proc.wait()
