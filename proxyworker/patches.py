@@ -198,9 +198,13 @@ def _handlers(manager: addonmanager.AddonManager, event) -> list:
 async def _trigger_event(self: addonmanager.AddonManager, event) -> None:
     """``AddonManager.trigger_event`` (mitmproxy 12.3), with the handler list computed once."""
     handlers = _handlers(self, event)
-    if not handlers:
-        return
-    args = event.args()
+    if handlers:
+        await _call_handlers(handlers, event.args())
+
+
+async def _call_handlers(handlers: list, args: list) -> None:
+    """Each handler in turn; an addon's exception is logged and the next still runs, ``AddonHalt``
+    stops the event (as ``AddonManager.trigger_event`` does)."""
     for func in handlers:
         try:
             res = func(*args)
@@ -212,7 +216,7 @@ async def _trigger_event(self: addonmanager.AddonManager, event) -> None:
             raise
         except Exception as exc:
             etype, value, tb = sys.exc_info()
-            tb = addonmanager.cut_traceback(tb, "_trigger_event")
+            tb = addonmanager.cut_traceback(tb, "_call_handlers")
             addonmanager.logger.error(f"Addon error: {exc}", exc_info=(etype, value, tb))
 
 
@@ -348,9 +352,12 @@ async def _handle_hook(self: mode_servers.ProxyConnectionHandler, hook: commands
     watchdog.can_timeout.clear()
     watchdog.blocker += 1
     try:
-        (data,) = hook.args()
+        args = hook.args()  # once: the handlers get the same list
+        (data,) = args
         manager = self.master.addons
-        await manager.trigger_event(hook)
+        handlers = _handlers(manager, hook)
+        if handlers:
+            await _call_handlers(handlers, args)
         if isinstance(data, mflow.Flow):
             if _has_update_handlers(manager):
                 await manager.trigger_event(hooks.UpdateHook([data]))
