@@ -7,6 +7,10 @@ per core, so a successful check is remembered in memory, keyed by SHA-256 of (st
 plaintext is never kept. Failures are remembered too (in a smaller table), so a client repeating
 a wrong password does not cost a pbkdf2 run each time. Only new credentials pay; that work runs in
 a thread (hashlib releases the GIL), off the event loop.
+
+A user name the realm does not know is checked against a decoy hash with the realm's iteration
+count, which no password matches: it costs what a wrong password costs (and is remembered the same
+way), so response times do not tell which user names exist.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import binascii
 import hashlib
 import hmac
 from collections import OrderedDict
+from collections.abc import Iterable
 
 MAX_REMEMBERED = 10_000
 MAX_REMEMBERED_FAILURES = 1_000
@@ -24,7 +29,7 @@ MAX_REMEMBERED_FAILURES = 1_000
 class Realm:
     """One BasicAuth policy compiled: who may enter under ``prefix``."""
 
-    __slots__ = ("prefix", "realm", "users", "challenge")
+    __slots__ = ("prefix", "realm", "users", "challenge", "decoy")
 
     def __init__(self, prefix: str, realm: str, users: dict[str, str]):
         self.prefix = prefix
@@ -32,6 +37,21 @@ class Realm:
         self.users = users
         quoted = realm.replace("\\", "\\\\").replace('"', '\\"')
         self.challenge = f'Basic realm="{quoted}", charset="UTF-8"'
+        self.decoy = decoy_hash(users.values())
+
+    def stored_hash(self, user: str) -> str:
+        """The user's stored hash, or the decoy for a name the realm does not know."""
+        return self.users.get(user, self.decoy)
+
+
+DEFAULT_ITERATIONS = 100_000
+
+
+def decoy_hash(stored: Iterable[str]) -> str:
+    """A pbkdf2_sha256 hash as slow to check as the slowest of ``stored``, matched by no password
+    (its digest field is not base64, so it never equals a computed one)."""
+    iterations = [int(parts[1]) for h in stored if len(parts := h.split("$", 3)) == 4 and parts[1].isdigit()]
+    return f"pbkdf2_sha256${max(iterations, default=DEFAULT_ITERATIONS)}$decoy$!"
 
 
 def parse_authorization(value: str | None) -> tuple[str, str] | None:

@@ -57,9 +57,9 @@ class Access:
     async def _authenticate(self, flow: http.HTTPFlow, realm: Realm) -> None:
         authorization = flow.request.headers.get("authorization")
         credentials = parse_authorization(authorization)
-        stored = realm.users.get(credentials[0]) if credentials else None
         ok = False
-        if credentials is not None and stored is not None and authorization is not None:
+        if credentials is not None and authorization is not None:
+            stored = realm.stored_hash(credentials[0])  # the decoy for an unknown name: same cost
             key = self.verified.key(stored, authorization)
             ok = self.verified.lookup(key)
             if ok is None:

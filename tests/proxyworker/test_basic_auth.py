@@ -9,7 +9,7 @@ import threading
 import time
 
 from proxyworker import snapshot as snap
-from proxyworker.basic_auth import VerificationCache, check_password, parse_authorization
+from proxyworker.basic_auth import Realm, VerificationCache, check_password, decoy_hash, parse_authorization
 from tests.proxyworker.conftest import get, site, snapshot
 
 
@@ -33,6 +33,32 @@ def test_hash_check_and_header_parsing():
     for k in keys:
         cache.remember(k, True)
     assert cache.lookup(keys[0]) is None and cache.lookup(keys[2]) is True  # bounded, oldest out
+
+
+def test_unknown_names_are_checked_against_a_decoy_as_slow_as_the_realms_hashes():
+    realm = Realm("/", "r", {"ana": pbkdf2("one", 1000), "bob": pbkdf2("two", 250_000)})
+    assert realm.stored_hash("ana") == realm.users["ana"]
+    assert realm.stored_hash("nobody") == realm.decoy == "pbkdf2_sha256$250000$decoy$!"  # the slowest count
+    assert decoy_hash([]) == "pbkdf2_sha256$100000$decoy$!"
+    assert not any(check_password(p, decoy_hash(["pbkdf2_sha256$1000$s$x"])) for p in ("", "!", "one", "decoy"))
+
+
+def test_an_unknown_user_name_costs_what_a_wrong_password_costs(backend_factory, worker_factory):
+    a = backend_factory()
+    auth = snap.BasicAuth(users={"ana": pbkdf2("s3cret", iterations=600_000)})  # ~0.2 s of CPU per check
+    w = worker_factory(snapshot(site("enum.test", [a], policies=snap.Policies(basic_auth=[auth]))))
+
+    def seconds(user: str, password: str) -> float:
+        started = time.monotonic()
+        assert get(w, "enum.test", headers=basic(user, password)).status == 401
+        return time.monotonic() - started
+
+    wrong_password = seconds("ana", "guess-1")
+    unknown_name = seconds("mallory", "guess-1")
+    # Without the decoy an unknown name is refused at once (about a millisecond).
+    assert unknown_name > wrong_password / 3, (wrong_password, unknown_name)
+    # Repeated, both are remembered failures and equally fast.
+    assert seconds("mallory", "guess-1") < unknown_name / 3
 
 
 def test_protected_prefix_needs_valid_credentials(backend_factory, worker_factory):
