@@ -15,6 +15,7 @@ if __name__ == "__main__" and not sys.flags.optimize and not os.environ.get("POR
     os.execv(sys.executable, [sys.executable, "-O", *sys.orig_argv[1:]])
 
 import argparse  # noqa: E402
+import ipaddress  # noqa: E402
 
 from mitmproxy.utils import human  # noqa: E402
 
@@ -69,6 +70,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         "--no-cpu-affinity", action="store_true",
         help="do not pin processes to cores (by default, with one per core or fewer, each gets its own)",
     )
+    p.add_argument(
+        "--trusted-proxies", type=_cidrs, default=(), metavar="CIDR[,CIDR...]",
+        help="load balancers in front of this worker: for their requests, the client address comes from "
+             "X-Forwarded-For and the scheme from X-Forwarded-Proto",
+    )
     a = p.parse_args(argv)
     return Settings(
         snapshot=a.snapshot,
@@ -102,7 +108,18 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         ratelimit_redis=a.ratelimit_redis,
         event_loop=a.event_loop,
         cpu_affinity=not a.no_cpu_affinity,
+        trusted_proxies=a.trusted_proxies,
     )
+
+
+def _cidrs(text: str) -> tuple[str, ...]:
+    networks = tuple(part.strip() for part in text.split(",") if part.strip())
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an address or network: {network!r}") from None
+    return networks
 
 
 def main(argv: list[str] | None = None) -> int:

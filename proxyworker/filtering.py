@@ -14,6 +14,7 @@ import re
 from proxyworker import snapshot as snap
 from proxyworker.basic_auth import Realm
 from proxyworker.cidr import CidrSet
+from proxyworker.forwarded import client_ip
 from proxyworker.ratelimit import Limit
 from proxyworker.waf import Waf
 
@@ -63,7 +64,7 @@ def log_event(logger: logging.Logger, level: int, event: str, flow, **fields) ->
     base = {"event": event, **fields}
     base.update({
         "site": site.id if site is not None else None,
-        "ip": flow.client_conn.peername[0],
+        "ip": client_ip(flow),
         "method": flow.request.method,
         "path": flow.metadata.get("portico.client_path", flow.request.path)[:200],
         "request_id": flow.metadata.get("portico.request_id"),

@@ -66,6 +66,7 @@ class Settings:
     ratelimit_redis: str | None = None  # redis:// URL: rate limits across nodes
     event_loop: str = "auto"  # auto (uvloop when installed), uvloop, asyncio
     cpu_affinity: bool = True  # with one process per core or fewer: pin each to its own core
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For / -Proto are believed
 
     def __post_init__(self) -> None:
         if self.public_https_port is None:

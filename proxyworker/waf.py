@@ -33,6 +33,7 @@ from collections.abc import Callable
 from urllib.parse import unquote, unquote_plus
 
 from proxyworker.cidr import CidrMap
+from proxyworker.forwarded import client_ip
 
 BODY_BYTES = 8192
 SEEN_MAX = 8192  # remembered managed verdicts per site and process
@@ -186,7 +187,7 @@ class RequestView:
         if field == "user_agent":
             return self.header("user-agent")
         if field == "ip":
-            return self.flow.client_conn.peername[0]
+            return client_ip(self.flow)
         if field == "method":
             return self.flow.request.method.upper()
         if field == "cookie":

@@ -1,7 +1,8 @@
 """The worker's addons, in the order mitmproxy calls them.
 
 Order matters: each hook runs addon by addon in this list. TLS comes first (certificates are chosen
-before anything else runs); the ACME responder answers before the router can redirect to HTTPS;
+before anything else runs); behind trusted proxies, the client's address and scheme are resolved
+next, before any addon reads them; the ACME responder answers before the router can redirect to HTTPS;
 the router resolves site and route, which every later addon reads from ``flow.metadata``; limits
 need the site; the balancer picks a backend last, after every addon that may answer on its own;
 headers run after the balancer so that they also clean a retried response.
@@ -24,13 +25,17 @@ from proxyworker.addons.ratelimit import RateLimiter
 from proxyworker.addons.router import Router
 from proxyworker.addons.tls import TlsTermination
 from proxyworker.addons.waf import WebFirewall
+from proxyworker.cidr import CidrSet
+from proxyworker.forwarded import ClientAddress
 from proxyworker.tables import Live
 
 
 def portico_addons(live: Live, settings, metrics=None) -> list:
     cache = Cache.from_settings(live, settings)
+    trusted = CidrSet(settings.trusted_proxies) if settings.trusted_proxies else None
     return [
         TlsTermination(live),
+        *([ClientAddress(trusted)] if trusted is not None else []),  # before anything reads the client
         AcmeChallenges(live),
         Router(live, https_port=settings.public_https_port),
         Limits(
@@ -38,6 +43,7 @@ def portico_addons(live: Live, settings, metrics=None) -> list:
             header_timeout=settings.header_timeout,
             idle_timeout=settings.idle_timeout,
             max_header_bytes=settings.max_header_bytes,
+            trusted_proxies=trusted,
         ),
         Access(),  # IP rules first, then basic auth
         RateLimiter(settings.ratelimit_file, settings.ratelimit_redis),

@@ -22,6 +22,7 @@ from proxyworker import pages
 from proxyworker.addons.headers import request_id_of
 from proxyworker.basic_auth import Realm, VerificationCache, check_password, parse_authorization
 from proxyworker.filtering import SiteFilters, log_event
+from proxyworker.forwarded import client_ip
 
 logger = logging.getLogger("proxyworker.access")
 
@@ -40,7 +41,7 @@ class Access:
         if filters is None:
             return None
         if filters.ip_allow is not None or filters.ip_deny is not None:
-            ip = flow.client_conn.peername[0]
+            ip = client_ip(flow)
             if (filters.ip_deny is not None and ip in filters.ip_deny) or (
                 filters.ip_allow is not None and ip not in filters.ip_allow
             ):

@@ -30,6 +30,7 @@ from mitmproxy import http
 from proxyworker import pages
 from proxyworker.addons.headers import request_id_of
 from proxyworker.balancer import BackendState, Pool
+from proxyworker.forwarded import client_https
 from proxyworker.snapshot import AggregatePart
 from proxyworker.tables import RouteTable
 from proxyworker.upstream import UpstreamError, fetch
@@ -67,7 +68,7 @@ class Aggregate:
         chain = req.headers.get("x-forwarded-for")
         headers += [
             (b"x-forwarded-for", (f"{chain}, {client_ip}" if chain else client_ip).encode()),
-            (b"x-forwarded-proto", b"https" if flow.client_conn.tls else b"http"),
+            (b"x-forwarded-proto", b"https" if client_https(flow) else b"http"),
             (b"x-forwarded-host", (req.host_header or "").encode()),
             (b"x-request-id", request_id_of(flow).encode()),
         ]

@@ -24,6 +24,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from proxyworker import pages, patches
 from proxyworker.balancer import BackendState, Pool
+from proxyworker.forwarded import client_https, client_ip
 from proxyworker.tables import Live, SiteTable
 from proxyworker.upstream import UpstreamError, fetch
 
@@ -40,9 +41,9 @@ class Balancer:
         self.live = live
         self.connect_timeout = connect_timeout
         self.upstream_timeout = upstream_timeout
-        # client connection id -> {backend address -> pool}: which pool a pending upstream
-        # connection belongs to, so server_connect knows where to fail over.
-        self._pending: dict[str, dict[tuple[str, int], Pool]] = {}
+        # client connection id -> {backend address -> (pool, client address)}: which pool a pending
+        # upstream connection belongs to and for whom, so server_connect knows where to fail over.
+        self._pending: dict[str, dict[tuple[str, int], tuple[Pool, str]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
     # --- choosing ---------------------------------------------------------------------------
@@ -64,7 +65,7 @@ class Balancer:
                 if backend is not None and not backend.available(now):
                     backend = None
         if backend is None:
-            backend = pool.pick_backend(flow.client_conn.peername[0], now)
+            backend = pool.pick_backend(client_ip(flow), now)
         if backend is None:
             flow.response = pages.error_response(503)
             flow.metadata["portico.local"] = True
@@ -81,7 +82,7 @@ class Balancer:
         req.data.host = backend.address
         req.data.port = backend.port
         req.data.scheme = b"https" if backend.scheme == "https" else b"http"
-        self._pending.setdefault(flow.client_conn.id, {})[(backend.address, backend.port)] = pool
+        self._pending.setdefault(flow.client_conn.id, {})[(backend.address, backend.port)] = (pool, client_ip(flow))
 
     def _release(self, flow: http.HTTPFlow) -> None:
         backend = flow.metadata.pop("portico.backend", None)
@@ -100,15 +101,15 @@ class Balancer:
         server = data.server
         if server.error or server.address is None:
             return
-        pool = self._pending.get(data.client.id, {}).get(server.address)
-        if pool is None:
+        picked = self._pending.get(data.client.id, {}).get(server.address)
+        if picked is None:
             return
+        pool, ip = picked
         backend = next(
             (b for b in pool.backends if (b.address, b.port) == server.address and b.scheme == _scheme(server)),
             None,
         )
         tried: list[BackendState] = []
-        client_ip = data.client.peername[0]
         while backend is not None:
             try:
                 stream = await asyncio.wait_for(
@@ -118,11 +119,11 @@ class Balancer:
                 if backend.record_failure(time.monotonic(), pool.passive):
                     logger.warning("backend %s ejected after connect failures (%s)", backend.id, exc or "timeout")
                 tried.append(backend)
-                backend = pool.pick_backend(client_ip, time.monotonic(), exclude=tried)
+                backend = pool.pick_backend(ip, time.monotonic(), exclude=tried)
                 # A failover target must speak the scheme this connection was opened for.
                 while backend is not None and backend.scheme != _scheme(server):
                     tried.append(backend)
-                    backend = pool.pick_backend(client_ip, time.monotonic(), exclude=tried)
+                    backend = pool.pick_backend(ip, time.monotonic(), exclude=tried)
                 continue
             server.address = (backend.address, backend.port)
             self.live.server_backend[server.id] = backend
@@ -184,7 +185,7 @@ class Balancer:
         served = flow.metadata.get("portico.retried_on") or backend
         if site is not None and site.sticky_cookie and served is not None:
             if flow.request.cookies.get(site.sticky_cookie) != served.cookie_token:
-                secure = "; Secure" if flow.client_conn.tls else ""
+                secure = "; Secure" if client_https(flow) else ""
                 flow.response.headers.add(
                     "set-cookie", f"{site.sticky_cookie}={served.cookie_token}; Path=/; HttpOnly; SameSite=Lax{secure}"
                 )
@@ -227,7 +228,7 @@ class Balancer:
         """Send the request once more to another backend of the pool; None if that is impossible."""
         flow.metadata["portico.retried"] = True
         pool: Pool = flow.metadata["portico.pool"]
-        other = pool.pick_backend(flow.client_conn.peername[0], time.monotonic(), exclude=(exclude,))
+        other = pool.pick_backend(client_ip(flow), time.monotonic(), exclude=(exclude,))
         if other is None:
             return None
         req = flow.request

@@ -39,6 +39,7 @@ from proxyworker.addons.router import hostname_of
 from proxyworker.cache import rules as rfc
 from proxyworker.cache.rules import SiteRules, rules_for
 from proxyworker.cache.store import LOCK_SECONDS, Entry, Store
+from proxyworker.forwarded import client_https, client_ip
 from proxyworker.tables import Live
 from proxyworker.upstream import UpstreamError, fetch
 
@@ -203,7 +204,7 @@ class Cache:
         authority = reqh.get(b"host")
         p.host = hostname_of(authority.decode("latin-1") if authority is not None else req.host_header or "")
         p.url_path = rules.key_path(path)
-        p.primary = f"{'https' if flow.client_conn.tls else 'http'}\x00{site.id}\x00{p.host}\x00{p.url_path}"
+        p.primary = f"{'https' if client_https(flow) else 'http'}\x00{site.id}\x00{p.host}\x00{p.url_path}"
         method = req.method
         if method != "GET" and method != "HEAD":
             p.status = BYPASS
@@ -552,7 +553,7 @@ class Cache:
             route = flow.metadata.get("portico.route")
             if route is None:
                 return
-            backend = route.pool.pick_backend(flow.client_conn.peername[0], time.monotonic())
+            backend = route.pool.pick_backend(client_ip(flow), time.monotonic())
             if backend is None:
                 return
             req = flow.request

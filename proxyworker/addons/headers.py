@@ -14,6 +14,7 @@ import re
 
 from mitmproxy import http
 
+from proxyworker.forwarded import client_https
 from proxyworker.tables import SiteTable
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -46,11 +47,11 @@ class ForwardingHeaders:
         if flow.response or flow.error:
             return
         headers = req.headers
-        client_ip = flow.client_conn.peername[0]
+        peer = flow.client_conn.peername[0]  # the next hop appends the address it saw
         chain = headers.get("x-forwarded-for")
         rewrite(headers, (), [
-            (b"x-forwarded-for", f"{chain}, {client_ip}" if chain else client_ip),
-            (b"x-forwarded-proto", "https" if flow.client_conn.tls else "http"),
+            (b"x-forwarded-for", f"{chain}, {peer}" if chain else peer),
+            (b"x-forwarded-proto", "https" if client_https(flow) else "http"),
             (b"x-forwarded-host", req.host_header or ""),
             (b"x-request-id", request_id),
         ])
@@ -61,7 +62,7 @@ class ForwardingHeaders:
         headers = resp.headers
         site: SiteTable | None = flow.metadata.get("portico.site")
         add = []
-        if site is not None and site.hsts and flow.client_conn.tls:
+        if site is not None and site.hsts and client_https(flow):
             add.append((b"strict-transport-security", site.hsts))
         request_id = flow.metadata.get("portico.request_id")
         if request_id:

@@ -15,6 +15,7 @@ from collections import defaultdict
 from mitmproxy import connection, ctx, http
 
 from proxyworker import pages
+from proxyworker.cidr import CidrSet
 
 # RFC 9110 §5.6.2: methods and header names are tokens.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -29,11 +30,14 @@ class Limits:
         header_timeout: float = 10.0,
         idle_timeout: float = 60.0,
         max_header_bytes: int = 32 * 1024,
+        trusted_proxies: CidrSet | None = None,
     ):
         self.max_conns_per_ip = max_conns_per_ip
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
         self.max_header_bytes = max_header_bytes
+        # A load balancer in front carries many clients' connections: no per-address cap for it.
+        self.uncapped = trusted_proxies
         self._per_ip: defaultdict[str, int] = defaultdict(int)
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         # client connection id -> ids of its flows still waiting for their answer (a flow can end
@@ -42,21 +46,26 @@ class Limits:
 
     # --- connections ------------------------------------------------------------------------
 
+    def _capped(self, ip: str) -> bool:
+        return bool(self.max_conns_per_ip) and (self.uncapped is None or ip not in self.uncapped)
+
     def client_connected(self, client: connection.Client) -> None:
         ip = client.peername[0]
-        self._per_ip[ip] += 1
-        if self.max_conns_per_ip and self._per_ip[ip] > self.max_conns_per_ip:
-            client.error = "too many connections from this address"
-            return
+        if self._capped(ip):
+            self._per_ip[ip] += 1
+            if self._per_ip[ip] > self.max_conns_per_ip:
+                client.error = "too many connections from this address"
+                return
         self._arm(client, self.header_timeout)
 
     def client_disconnected(self, client: connection.Client) -> None:
         ip = client.peername[0]
-        left = self._per_ip[ip] - 1
-        if left > 0:
-            self._per_ip[ip] = left
-        else:
-            self._per_ip.pop(ip, None)
+        if self._capped(ip):
+            left = self._per_ip[ip] - 1
+            if left > 0:
+                self._per_ip[ip] = left
+            else:
+                self._per_ip.pop(ip, None)
         handle = self._deadlines.pop(client.id, None)
         if handle is not None:
             handle.cancel()

@@ -31,6 +31,7 @@ import msgspec
 from mitmproxy import http
 
 from proxyworker import traffic
+from proxyworker.forwarded import client_ip
 from proxyworker.tables import Live
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class Metrics:
             self._log(flow, status, resp, site, blocked, cache, backend_id, bytes_in, bytes_out, latency)
 
     def _client_ip(self, flow: http.HTTPFlow) -> str:
-        ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        ip = client_ip(flow) if flow.client_conn.peername else ""
         return traffic.anonymize_ip(ip) if self.anonymize else ip
 
     def _sample(self, flow: http.HTTPFlow, site, status: int, resp: http.Response | None,

@@ -29,6 +29,7 @@ from mitmproxy import http
 from proxyworker import pages
 from proxyworker.addons.headers import request_id_of
 from proxyworker.filtering import SiteFilters, log_event
+from proxyworker.forwarded import client_ip
 from proxyworker.ratelimit import Limit, RedisBuckets, SharedBuckets, Verdict
 
 logger = logging.getLogger("proxyworker.ratelimit")
@@ -56,7 +57,7 @@ class RateLimiter:
         for limit in filters.rate_limits:
             if path.startswith(limit.prefix):
                 client = flow.request.headers.get(limit.header) if limit.header else None
-                key = limit.key_prefix + (b"h:" + client.encode() if client else b"ip:" + flow.client_conn.peername[0].encode())
+                key = limit.key_prefix + (b"h:" + client.encode() if client else b"ip:" + client_ip(flow).encode())
                 matching.append((limit, key))
         if not matching:
             return None

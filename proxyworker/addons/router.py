@@ -11,6 +11,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from proxyworker import pages
+from proxyworker.forwarded import client_https
 from proxyworker.tables import Live
 
 
@@ -46,7 +47,7 @@ class Router:
                 return self._answer(flow, pages.error_response(421))
         if site is None:
             return self._answer(flow, pages.error_response(404))
-        if site.force_https and not client.tls:
+        if site.force_https and not client_https(flow):
             location = f"https://{host}{self.https_suffix}{req.path}"
             status = 301 if req.method in ("GET", "HEAD") else 308
             return self._answer(flow, pages.redirect_response(location, status))
