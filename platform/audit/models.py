@@ -1,19 +1,20 @@
 from __future__ import annotations
 
-import hashlib
-import json
-
 from django.db import models
 from django.utils import timezone
 from tenancy.models import ApiToken, Organization, OrgScopedQuerySet, User
+
+from .chain import canonical, sealed_hash
 
 
 class AuditEvent(models.Model):
     """One change, by a person, a token or the system, in one organization's hash chain.
 
-    ``hash = sha256(prev_hash + canonical JSON of the event)``, and ``seq`` counts up from 1 per
-    organization without gaps: editing, deleting or reordering a row breaks the chain, which
-    ``manage.py audit_verify`` reports.
+    ``hash = HMAC-SHA256(audit key, prev_hash + canonical JSON of the event)``, and ``seq`` counts
+    up from 1 per organization without gaps: editing, deleting or reordering a row breaks the chain,
+    which ``manage.py audit_verify`` reports. The key (``settings.AUDIT_KEYS``, named by ``key_id``)
+    lives with the application, not in the database: a database user cannot re-seal a rewritten
+    chain.
     """
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="audit_events")
@@ -35,6 +36,7 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=16, blank=True)  # which audit key sealed it ("": none, legacy)
 
     objects = OrgScopedQuerySet.as_manager()
 
@@ -47,23 +49,8 @@ class AuditEvent(models.Model):
         return f"#{self.seq} {self.action} by {self.actor_name}"
 
     def canonical(self) -> bytes:
-        data = {
-            "organization": str(self.organization_id),
-            "seq": self.seq,
-            "created_at": self.created_at.isoformat(),
-            "actor_kind": self.actor_kind,
-            "actor_ref": self.actor_ref,
-            "actor_name": self.actor_name,
-            "action": self.action,
-            "target_type": self.target_type,
-            "target_id": self.target_id,
-            "target_repr": self.target_repr,
-            "changes": self.changes,
-            "ip": self.ip,
-            "user_agent": self.user_agent,
-            "request_id": self.request_id,
-        }
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+        return canonical(self)
 
-    def compute_hash(self) -> str:
-        return hashlib.sha256(self.prev_hash.encode() + self.canonical()).hexdigest()
+    def compute_hash(self, key: bytes) -> str:
+        return sealed_hash(self, key)
+

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from tenancy.access import Actor
 from tenancy.models import Organization
 
+from .chain import anchor_mac, key_id
 from .models import AuditEvent
 from .redact import redact
 
@@ -62,10 +65,25 @@ def record(
         request_id=actor.request_id[:64],
         prev_hash=head.audit_head_hash,
     )
-    event.hash = event.compute_hash()
+    seal(event)
     event.save()
-    Organization.objects.filter(pk=org.pk).update(audit_head_seq=event.seq, audit_head_hash=event.hash)
+    Organization.objects.filter(pk=org.pk).update(
+        audit_head_seq=event.seq, audit_head_hash=event.hash,
+        audit_head_mac=anchor_mac(settings.AUDIT_KEYS[0].encode(), org.pk, "head", event.seq, event.hash),
+    )
     return event
+
+
+def seal(event: AuditEvent) -> None:
+    """Set the event's hash with the current audit key (the first of ``settings.AUDIT_KEYS``)."""
+    current = settings.AUDIT_KEYS[0]
+    event.key_id = key_id(current)
+    event.hash = event.compute_hash(current.encode())
+
+
+def audit_keys() -> dict[str, bytes]:
+    """Every key the chain may be sealed with, by key id (the current one and retired ones)."""
+    return {key_id(key): key.encode() for key in settings.AUDIT_KEYS}
 
 
 def _actor_ref(actor: Actor) -> str:
@@ -78,20 +96,36 @@ def _actor_ref(actor: Actor) -> str:
 
 def verify_chain(org: Organization) -> list[str]:
     """Problems found in ``org``'s chain; empty when intact."""
-    org.refresh_from_db(fields=["audit_head_seq", "audit_head_hash", "audit_base_seq", "audit_base_hash"])
+    org.refresh_from_db(fields=["audit_head_seq", "audit_head_hash", "audit_head_mac", "audit_base_seq",
+                                "audit_base_hash", "audit_base_mac"])
     problems = []
+    keys = audit_keys()
+    if not _anchored(keys, org, "base", org.audit_base_seq, org.audit_base_hash, org.audit_base_mac):
+        problems.append("the chain's base was moved without the audit key: oldest events deleted")
+    if not _anchored(keys, org, "head", org.audit_head_seq, org.audit_head_hash, org.audit_head_mac):
+        problems.append("the chain's head was moved without the audit key: newest events deleted")
     expected_seq, prev_hash = org.audit_base_seq + 1, org.audit_base_hash
     for event in AuditEvent.objects.filter(organization=org).order_by("seq").iterator():
         if event.seq != expected_seq:
             problems.append(f"event #{expected_seq} is missing (next found: #{event.seq})")
         if event.prev_hash != prev_hash:
             problems.append(f"event #{event.seq} does not follow the event before it (deleted or reordered)")
-        if event.compute_hash() != event.hash:
+        key = keys.get(event.key_id)
+        if key is None:
+            problems.append(f"event #{event.seq} is not sealed with any audit key this platform holds")
+        elif event.compute_hash(key) != event.hash:
             problems.append(f"event #{event.seq} was edited after it was written")
         expected_seq, prev_hash = event.seq + 1, event.hash
     if expected_seq - 1 != org.audit_head_seq or prev_hash != org.audit_head_hash:
         problems.append(f"the chain ends at #{expected_seq - 1} but its head says #{org.audit_head_seq}: newest events deleted")
     return problems
+
+
+def _anchored(keys: dict[str, bytes], org: Organization, end: str, seq: int, hash_: str, mac: str) -> bool:
+    """One end of the chain is where the platform put it: the empty start, or carrying its HMAC."""
+    if seq == 0 and hash_ == "":
+        return True
+    return any(hmac.compare_digest(anchor_mac(key, org.pk, end, seq, hash_), mac) for key in keys.values())
 
 
 def apply_retention(*, org: Organization, older_than: dt.datetime) -> int:
@@ -103,5 +137,8 @@ def apply_retention(*, org: Organization, older_than: dt.datetime) -> int:
         if newest_old is None:
             return 0
         deleted, _ = AuditEvent.objects.filter(organization=org, seq__lte=newest_old.seq).delete()
-        Organization.objects.filter(pk=org.pk).update(audit_base_seq=newest_old.seq, audit_base_hash=newest_old.hash)
+        Organization.objects.filter(pk=org.pk).update(
+            audit_base_seq=newest_old.seq, audit_base_hash=newest_old.hash,
+            audit_base_mac=anchor_mac(settings.AUDIT_KEYS[0].encode(), org.pk, "base", newest_old.seq, newest_old.hash),
+        )
         return deleted

@@ -7,6 +7,8 @@ Kubernetes secrets are mounted.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import os
 from pathlib import Path
@@ -73,6 +75,13 @@ FLEET_KEY = env_secret("PORTICO_FLEET_KEY", _dev and _dev + "fleet-key-012345678
 # encrypts, all decrypt, so keys can be rotated).
 DATA_KEYS = env_list("PORTICO_DATA_KEYS") or [
     env_secret("PORTICO_DATA_KEY", _dev and _dev + "data-key-0123456789abcdef")
+]
+
+# Seals the audit log's hash chain (HMAC-SHA256): whoever can write to the database but does not
+# hold this key cannot rewrite events and recompute the chain. Comma-separated: the first seals new
+# events, all verify (rotation). By default derived from the secret key.
+AUDIT_KEYS = env_list("PORTICO_AUDIT_KEYS") or [
+    hmac.new(SECRET_KEY.encode(), b"portico audit chain", hashlib.sha256).hexdigest()
 ]
 
 ALLOWED_HOSTS = env_list("PORTICO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")

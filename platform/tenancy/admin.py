@@ -28,7 +28,8 @@ class OrganizationAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "created_at")
     search_fields = ("name", "slug")
     inlines = [MembershipInline]
-    readonly_fields = ("audit_head_seq", "audit_head_hash", "audit_base_seq", "audit_base_hash")
+    readonly_fields = ("audit_head_seq", "audit_head_hash", "audit_head_mac", "audit_base_seq", "audit_base_hash",
+                       "audit_base_mac")
 
 
 @admin.register(ApiToken)

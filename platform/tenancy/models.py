@@ -67,11 +67,14 @@ class Organization(models.Model):
     # End-to-end encryption for every site of the organization: no backend over plain HTTP.
     require_backend_tls = models.BooleanField("require TLS to backends", default=False)
     # Head and base of the audit hash chain: deleting the newest events, or pruning without the
-    # retention job, is detectable because these no longer match the rows.
+    # retention job, is detectable because these no longer match the rows; each carries an HMAC
+    # under the audit key, so they cannot be moved back over deleted events without it.
     audit_head_seq = models.BigIntegerField(default=0)
     audit_head_hash = models.CharField(max_length=64, default="")
+    audit_head_mac = models.CharField(max_length=64, default="", blank=True)
     audit_base_seq = models.BigIntegerField(default=0)
     audit_base_hash = models.CharField(max_length=64, default="")
+    audit_base_mac = models.CharField(max_length=64, default="", blank=True)
 
     class Meta:
         ordering = ["name"]

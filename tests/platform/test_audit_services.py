@@ -1,7 +1,8 @@
 """audit/services.py and ``manage.py audit_verify``: the hash-chained audit log.
 
 Every tamper a database user could try — editing a field, deleting an event in the middle or at
-the end, reordering — is reported both by ``verify_chain`` and by the command (non-zero exit).
+the end, reordering, rewriting the chain from an edited event on without the audit key — is
+reported both by ``verify_chain`` and by the command (non-zero exit).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import datetime as dt
 import io
 
 import pytest
+from audit.chain import anchor_mac, key_id, reseal_unkeyed, sealed_hash, unkeyed_hash
 from audit.models import AuditEvent
-from audit.services import apply_retention, record, verify_chain
+from audit.services import apply_retention, record, seal, verify_chain
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.db.models import F
@@ -104,6 +107,18 @@ def test_a_deleted_newest_event_is_detected(cast, chain):
     _assert_broken(cast.org, "newest events deleted")
 
 
+def test_newest_events_deleted_with_the_head_moved_back_are_detected(cast, chain):
+    AuditEvent.objects.filter(pk__in=[chain[3].pk, chain[4].pk]).delete()
+    Organization.objects.filter(pk=cast.org.pk).update(audit_head_seq=3, audit_head_hash=chain[2].hash)
+    _assert_broken(cast.org, "the chain's head was moved without the audit key: newest events deleted")
+
+
+def test_oldest_events_deleted_with_the_base_moved_up_are_detected(cast, chain):
+    AuditEvent.objects.filter(pk__in=[chain[0].pk, chain[1].pk]).delete()
+    Organization.objects.filter(pk=cast.org.pk).update(audit_base_seq=2, audit_base_hash=chain[1].hash)
+    _assert_broken(cast.org, "the chain's base was moved without the audit key: oldest events deleted")
+
+
 def test_a_deleted_oldest_event_is_detected(cast, chain):
     AuditEvent.objects.filter(pk=chain[0].pk).delete()
     _assert_broken(cast.org, "event #1 is missing")
@@ -145,13 +160,69 @@ def test_one_tenants_tampering_does_not_hide_in_anothers_chain(cast, chain):
     assert verify_chain(cast.other_org) != []
 
 
+def _rewrite_from(events: list[AuditEvent], start: int, hash_of) -> None:
+    """What a database user would do: recompute every hash from ``events[start]`` on, and the head."""
+    prev = events[start - 1].hash if start else ""
+    for event in events[start:]:
+        event.prev_hash = prev
+        event.hash = prev = hash_of(event)
+        AuditEvent.objects.filter(pk=event.pk).update(prev_hash=event.prev_hash, hash=event.hash, key_id=event.key_id)
+    Organization.objects.filter(pk=events[0].organization_id).update(audit_head_hash=prev)
+
+
+def test_a_chain_rewritten_without_the_audit_key_is_detected(cast, chain):
+    AuditEvent.objects.filter(pk=chain[2].pk).update(action="test.nothing_to_see")
+    events = list(AuditEvent.objects.filter(organization=cast.org).order_by("seq"))
+    _rewrite_from(events, 2, lambda e: sealed_hash(e, b"a guessed key"))
+    _assert_broken(cast.org, "event #3 was edited after it was written")
+    assert not any("does not follow" in p for p in verify_chain(cast.org))  # the links themselves hold
+
+
+def test_a_chain_downgraded_to_plain_sha256_is_detected(cast, chain):
+    AuditEvent.objects.filter(pk=chain[2].pk).update(action="test.nothing_to_see")
+    events = list(AuditEvent.objects.filter(organization=cast.org).order_by("seq"))
+    for event in events:
+        event.key_id = ""
+    _rewrite_from(events, 0, unkeyed_hash)
+    _assert_broken(cast.org, "event #1 is not sealed with any audit key this platform holds")
+
+
+def test_audit_keys_rotate_old_events_still_verify(cast, chain, settings):
+    old_key = settings.AUDIT_KEYS[0]
+    settings.AUDIT_KEYS = ["a-new-audit-key", old_key]
+    assert verify_chain(cast.org) == []
+    with transaction.atomic():
+        newest = record(org=cast.org, actor=cast.owner, action="test.step")
+    assert newest.key_id == key_id("a-new-audit-key") != chain[0].key_id
+    assert verify_chain(cast.org) == []
+    settings.AUDIT_KEYS = ["a-new-audit-key"]  # the old key retired too early
+    problems = verify_chain(cast.org)
+    assert [p for p in problems if "not sealed" in p] == [f"event #{n} is not sealed with any audit key this platform holds"
+                                                          for n in range(1, 6)]
+
+
+def test_legacy_unkeyed_chains_are_sealed_once_and_only_when_intact(cast, chain, settings):
+    """Migration 0003: chains from before the key get sealed; a tampered one is left to be reported."""
+    for org in (cast.org, cast.other_org):
+        events = list(AuditEvent.objects.filter(organization=org).order_by("seq"))
+        for event in events:
+            event.key_id = ""
+        _rewrite_from(events, 0, unkeyed_hash)
+    AuditEvent.objects.filter(organization=cast.other_org, seq=1).update(action="forged")
+    assert reseal_unkeyed(AuditEvent, Organization, settings.AUDIT_KEYS[0]) == [cast.other_org.slug]
+    assert verify_chain(cast.org) == []
+    assert set(AuditEvent.objects.filter(organization=cast.org).values_list("key_id", flat=True)) == {chain[0].key_id}
+    assert verify_chain(cast.other_org) != []
+    assert reseal_unkeyed(AuditEvent, Organization, settings.AUDIT_KEYS[0]) == [cast.other_org.slug]  # idempotent
+
+
 # --- retention -----------------------------------------------------------------------------------
 
 
 def _age(event: AuditEvent, days: int) -> None:
     """Backdate an event and re-hash it, as if it had been written ``days`` ago."""
     event.created_at = timezone.now() - dt.timedelta(days=days)
-    event.hash = event.compute_hash()
+    seal(event)
     AuditEvent.objects.filter(pk=event.pk).update(created_at=event.created_at, hash=event.hash)
 
 
@@ -168,7 +239,11 @@ def aged_chain(cast) -> list[AuditEvent]:
         _age(event, days)
         AuditEvent.objects.filter(pk=event.pk).update(prev_hash=event.prev_hash)
         events.append(event)
-    Organization.objects.filter(pk=cast.org.pk).update(audit_head_hash=events[-1].hash)
+    head = events[-1]
+    Organization.objects.filter(pk=cast.org.pk).update(
+        audit_head_hash=head.hash,
+        audit_head_mac=anchor_mac(settings.AUDIT_KEYS[0].encode(), cast.org.pk, "head", head.seq, head.hash),
+    )
     assert verify_chain(cast.org) == []
     return events
 
