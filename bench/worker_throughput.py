@@ -85,9 +85,10 @@ def site_snapshot(count: int, origin: int) -> snapshot.Snapshot:
 def latency_at_one_connection(work: Path, *, rounds: int, duration: int) -> dict:
     """p50 at one connection (``wrk -t1 -c1``), in alternating rounds: direct, then every proxy.
     wrk and the origin run on the first core; each proxy (one process) on that core ("same core")
-    or on the second ("separate cores"); and the worker as deployed by default, one process per
-    core, which takes each connection on the core it arrives on. Added latency = proxy p50 - direct p50 of the same round;
-    the median over the rounds is reported."""
+    or on the second ("separate cores"); and the worker with one process per core, as deployed by
+    default (unpinned, placed by the scheduler) and with ``--cpu-affinity`` (each process pinned,
+    taking the connections that arrive on its core). Added latency = proxy p50 - direct p50 of the
+    same round; the median over the rounds is reported."""
     cores = sorted(os.sched_getaffinity(0))
     placements = {"same core": str(cores[0])}
     if len(cores) > 1:
@@ -117,14 +118,17 @@ def latency_at_one_connection(work: Path, *, rounds: int, duration: int) -> dict
                                         env=os.environ.copy(), log=home / f"relay-{core}.log")
         targets[f"null relay, {where}"] = (port, None)
     if len(cores) > 1:
-        # The default deployment: one process per core, each pinned, each taking the connections
+        # One process per core: as deployed by default, and pinned, each taking the connections
         # that arrive on its core (here: wrk's core).
-        port = free_port()
-        procs["worker per core"] = spawn(
-            [PY, "-m", "proxyworker", "--snapshot", str(snap_path), "--http-port", str(port), "--https-port", str(free_port()),
-             "--processes", str(len(cores)), "--listen-host", "127.0.0.1", "--status-file", str(home / "status-all.json")],
-            env=os.environ.copy(), log=home / "worker-all.log")
-        targets[f"portico worker, {len(cores)} processes (one per core)"] = (port, _host("site7.bench.test"))
+        for name, extra in ((f"portico worker, {len(cores)} processes (the default)", []),
+                            (f"portico worker, {len(cores)} processes, --cpu-affinity", ["--cpu-affinity"])):
+            port = free_port()
+            procs[name] = spawn(
+                [PY, "-m", "proxyworker", "--snapshot", str(snap_path), "--http-port", str(port), "--https-port",
+                 str(free_port()), "--processes", str(len(cores)), "--listen-host", "127.0.0.1",
+                 "--status-file", str(home / f"status-{port}.json"), *extra],
+                env=os.environ.copy(), log=home / f"worker-{port}.log")
+            targets[name] = (port, _host("site7.bench.test"))
     p50: dict[str, list[float]] = {"direct": [], **{name: [] for name in targets}}
     try:
         for port in (origin, *(port for port, _ in targets.values())):
@@ -179,12 +183,13 @@ def main() -> None:
     snap_path = work / "snapshot.json"
     snap_path.write_bytes(snapshot.encode(site_snapshot(1000, origin)))
     workers = {}
-    for n in (1, args.processes):
+    for key, n, extra in ((1, 1, []), (args.processes, args.processes, []), ("pinned", args.processes, ["--cpu-affinity"])):
         http = free_port()
-        procs[f"worker{n}"] = spawn([PY, "-m", "proxyworker", "--snapshot", str(snap_path), "--http-port", str(http),
-                                     "--https-port", str(free_port()), "--processes", str(n), "--listen-host", "127.0.0.1"],
-                                    env=os.environ.copy(), log=work / f"worker{n}.log")
-        workers[n] = http
+        procs[f"worker{key}"] = spawn([PY, "-m", "proxyworker", "--snapshot", str(snap_path), "--http-port", str(http),
+                                       "--https-port", str(free_port()), "--processes", str(n), "--listen-host", "127.0.0.1",
+                                       "--status-file", str(work / f"status-{http}.json"), *extra],
+                                      env=os.environ.copy(), log=work / f"worker{key}.log")
+        workers[key] = http
 
     for port in (origin, nginx_proxy, mitm_port, *workers.values()):
         wait_for(lambda p=port: port_open(p), timeout=30, what=f"port {port}")
@@ -197,6 +202,8 @@ def main() -> None:
         "portico worker, 1 process": (f"http://127.0.0.1:{workers[1]}/index.html", "site7.bench.test"),
         f"portico worker, {args.processes} processes": (f"http://127.0.0.1:{workers[args.processes]}/index.html",
                                                         "site7.bench.test"),
+        f"portico worker, {args.processes} processes, --cpu-affinity": (
+            f"http://127.0.0.1:{workers['pinned']}/index.html", "site7.bench.test"),
     }
     load_before = os.getloadavg()
     runs: dict[str, list[dict]] = {name: [] for name in targets}
@@ -242,6 +249,8 @@ def main() -> None:
                 summary["stock mitmdump reverse"]["cpu_us_per_request_median"]
                 / summary["portico worker, 1 process"]["cpu_us_per_request_median"], 2),
             f"worker_{args.processes}_processes_vs_1": round(many / one, 2),
+            f"worker_{args.processes}_processes_cpu_affinity_vs_1": round(
+                summary[f"portico worker, {args.processes} processes, --cpu-affinity"]["rps_median"] / one, 2),
             "worker_1_process_vs_nginx_proxy": round(one / nginx, 3),
         },
         "latency_one_connection": latency,

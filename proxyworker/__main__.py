@@ -67,8 +67,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         help="auto: uvloop when installed, else asyncio's own loop",
     )
     p.add_argument(
-        "--no-cpu-affinity", action="store_true",
-        help="do not pin processes to cores (by default, with one per core or fewer, each gets its own)",
+        "--cpu-affinity", action="store_true",
+        help="pin process i to core i and give it the connections whose packets arrive on that core "
+             "(for nodes whose NIC spreads flows over the cores: RSS or RPS)",
     )
     p.add_argument(
         "--trusted-proxies", type=_cidrs, default=(), metavar="CIDR[,CIDR...]",
@@ -107,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         ratelimit_file=a.ratelimit_file,
         ratelimit_redis=a.ratelimit_redis,
         event_loop=a.event_loop,
-        cpu_affinity=not a.no_cpu_affinity,
+        cpu_affinity=a.cpu_affinity,
         trusted_proxies=a.trusted_proxies,
     )
 

@@ -5,10 +5,10 @@ small, visible, and checked by the tests that exercise the behaviour:
 
 1. ``reuse_port``: mitmproxy binds with ``asyncio.start_server`` and has no SO_REUSEPORT option.
    Its server module gets an ``asyncio`` whose ``start_server`` passes ``reuse_port=True``, so N
-   worker processes share one port and the kernel spreads connections over them. A process pinned
-   to one core also marks its listening sockets with that core (``SO_INCOMING_CPU``): the kernel
-   then hands it the connections whose packets that core handles, so a connection stays on one
-   core from the network stack to the proxy.
+   worker processes share one port and the kernel spreads connections over them. With
+   ``--cpu-affinity``, a process pinned to one core also marks its listening sockets with that
+   core (``SO_INCOMING_CPU``): the kernel then hands it the connections whose packets that core
+   handles, so a connection stays on one core from the network stack to the proxy.
 2. Failover: mitmproxy connects upstream right after the ``server_connect`` hook, without a timeout
    and without retry. The balancer's async ``server_connect`` hook connects itself (trying other
    backends when one refuses) and parks the open stream in ``PRECONNECTED``; mitmproxy's connect

@@ -65,7 +65,9 @@ class Settings:
     ratelimit_file: str | None = None  # shared token buckets; default under /dev/shm
     ratelimit_redis: str | None = None  # redis:// URL: rate limits across nodes
     event_loop: str = "auto"  # auto (uvloop when installed), uvloop, asyncio
-    cpu_affinity: bool = True  # with one process per core or fewer: pin each to its own core
+    # Pin process i to core i and take the connections whose packets arrive there (SO_INCOMING_CPU).
+    # Off by default: where one core receives every packet, every connection would go to one process.
+    cpu_affinity: bool = False
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For / -Proto are believed
 
     def __post_init__(self) -> None:

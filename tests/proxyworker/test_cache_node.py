@@ -57,7 +57,7 @@ def test_concurrent_misses_make_one_origin_request(backend_factory, worker_facto
 
 def test_processes_of_a_node_share_entries_and_coalesce(backend_factory, worker_factory):
     origin = backend_factory(headers={"Cache-Control": "max-age=60"}, delay=0.5)
-    w = worker_factory(snapshot(cached_site("c.test", [origin])), processes=2, no_cpu_affinity=True)
+    w = worker_factory(snapshot(cached_site("c.test", [origin])), processes=2)
     replies = concurrent_gets(w, 100, "/shared")
     assert {r.status for r in replies} == {200}
     assert origin.hits == 1  # one origin request for the whole node
@@ -95,7 +95,7 @@ def test_purges_by_url_prefix_tag_and_everything(backend_factory, worker_factory
 
 def test_a_purge_holds_for_every_process(backend_factory, worker_factory):
     origin = backend_factory(headers={"Cache-Control": "max-age=60"})
-    w = worker_factory(snapshot(cached_site("c.test", [origin], id="c.test")), processes=2, no_cpu_affinity=True)
+    w = worker_factory(snapshot(cached_site("c.test", [origin], id="c.test")), processes=2)
     agent = RecordingAgent(w.snapshot_path)
     for _ in range(10):  # both processes now hold the entry in memory
         get(w, "c.test", "/p")

@@ -53,9 +53,9 @@ def test_bucket_refills_at_its_rate(tmp_path):
 def test_limit_holds_across_two_worker_processes(backend_factory, worker_factory):
     a = backend_factory()
     limit = snap.RateLimit(requests=10, burst=5, per_seconds=3600)
-    # unpinned: the kernel spreads new connections over both processes (pinned, it would give
+    # the kernel spreads new connections over both processes (with --cpu-affinity it would give
     # each the connections of its own core, and this client may stay on one)
-    w = worker_factory(snapshot(site("rl2.test", [a], policies=limited(limit))), processes=2, no_cpu_affinity=True)
+    w = worker_factory(snapshot(site("rl2.test", [a], policies=limited(limit))), processes=2)
     statuses = [get(w, "rl2.test").status for _ in range(40)]  # a new connection each: both processes serve
     assert statuses.count(200) == 15 and statuses.count(429) == 25
     assert statuses[:15] == [200] * 15

@@ -158,12 +158,12 @@ def test_a_renamed_in_snapshot_is_picked_up_without_waiting_for_the_poll(backend
     assert get(w, "wake.test").backend == "after"
 
 
-def _served_by(port: int, core: int) -> set[int]:
-    """Open connections from a client pinned to ``core``; the pids of the processes that hold
-    the server side of them."""
+def _served_by(port: int, core: int, count: int = 8) -> set[int]:
+    """Open ``count`` connections from a client pinned to ``core``; the pids of the processes that
+    hold the server side of them."""
     client = (
         "import socket, time\n"
-        f"conns = [socket.create_connection(('127.0.0.1', {port})) for _ in range(8)]\n"
+        f"conns = [socket.create_connection(('127.0.0.1', {port})) for _ in range({count})]\n"
         "print('open', flush=True)\n"
         "time.sleep(3)\n"
     )
@@ -175,7 +175,7 @@ def _served_by(port: int, core: int) -> set[int]:
             ss = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
                                 capture_output=True, text=True, check=True).stdout
             pids = re.findall(r"pid=(\d+)", ss)
-            if len(pids) >= 8 or time.monotonic() > deadline:
+            if len(pids) >= count or time.monotonic() > deadline:
                 return {int(pid) for pid in pids}
             time.sleep(0.1)
     finally:
@@ -184,9 +184,11 @@ def _served_by(port: int, core: int) -> set[int]:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not shutil.which("ss"), reason="needs 2 cores and ss")
-def test_each_process_has_its_core_and_takes_the_connections_that_arrive_there(backend_factory, worker_factory):
+def test_with_cpu_affinity_each_process_has_its_core_and_takes_the_connections_that_arrive_there(
+    backend_factory, worker_factory
+):
     a = backend_factory("pin")
-    w = worker_factory(snapshot(site("pin.test", [a])), processes=2)
+    w = worker_factory(snapshot(site("pin.test", [a])), processes=2, cpu_affinity=True)
     time.sleep(0.5)  # both children listening
     children = [int(pid) for pid in open(f"/proc/{w.proc.pid}/task/{w.proc.pid}/children").read().split()]
     cores = sorted(os.sched_getaffinity(0))[:2]
@@ -198,9 +200,13 @@ def test_each_process_has_its_core_and_takes_the_connections_that_arrive_there(b
     assert get(w, "pin.test").backend == "pin"
 
 
-def test_processes_stay_unpinned_when_asked(backend_factory, worker_factory):
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not shutil.which("ss"), reason="needs 2 cores and ss")
+def test_by_default_connections_that_all_arrive_on_one_core_reach_every_process(backend_factory, worker_factory):
+    """A node whose packets all land on one core (one NIC queue, no RPS) still uses every process:
+    the kernel spreads connections by hash (all 16 on one process: odds of 1 in 32,768)."""
     a = backend_factory("free")
-    w = worker_factory(snapshot(site("free.test", [a])), processes=2, no_cpu_affinity=True)
+    w = worker_factory(snapshot(site("free.test", [a])), processes=2)
     time.sleep(0.5)
     children = [int(pid) for pid in open(f"/proc/{w.proc.pid}/task/{w.proc.pid}/children").read().split()]
     assert all(os.sched_getaffinity(pid) == os.sched_getaffinity(0) for pid in children)
+    assert _served_by(w.http_port, sorted(os.sched_getaffinity(0))[0], count=16) == set(children)
