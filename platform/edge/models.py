@@ -228,6 +228,8 @@ class Purge(OrgOwned):
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
     workers_sent = models.PositiveIntegerField(default=0)
+    # names of the workers it was sent to: a worker that was away gets it when it comes back
+    sent_to = models.JSONField(default=list, blank=True)
     # {worker name: ISO time of its confirmation}
     confirmations = models.JSONField(default=dict, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)

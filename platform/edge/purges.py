@@ -2,7 +2,9 @@
 
 ``purge_create`` validates, stores and audits a purge, and once the transaction commits a task
 sends it to the workers (``purge_send``). Each worker's agent confirms (``purge_confirmed``); a
-purge is done when every worker it was sent to confirmed it.
+purge is done when every worker it was sent to confirmed it. A worker that was away when a purge
+was sent (no heartbeat within the broadcast horizon) gets it when it says hello again
+(``send_missed``).
 """
 
 from __future__ import annotations
@@ -125,17 +127,40 @@ def purge_send(*, purge_id: str) -> int:
     purge = Purge.objects.filter(pk=purge_id, status=Purge.Status.REQUESTED).select_related("organization").first()
     if purge is None:
         return 0
-    sent = broadcast_message(purge_message(purge))
+    names = broadcast_message(purge_message(purge))
+    sent = len(names)
     with transaction.atomic():
         purge = Purge.objects.select_for_update().get(pk=purge.pk)
         now = timezone.now()
-        purge.workers_sent, purge.sent_at = sent, now
+        purge.workers_sent, purge.sent_at, purge.sent_to = sent, now, names
         # Fast workers may confirm before this update: count what already arrived.
         if len(purge.confirmations) >= sent:
             purge.status, purge.completed_at = Purge.Status.DONE, now
         else:
             purge.status = Purge.Status.SENT
-        purge.save(update_fields=["workers_sent", "sent_at", "status", "completed_at"])
+        purge.save(update_fields=["workers_sent", "sent_at", "sent_to", "status", "completed_at"])
+    return sent
+
+
+def send_missed(*, worker_name: str, since) -> int:
+    """A worker is back after being away since ``since``: send it the purges sent meanwhile to the
+    workers that were there, so its cache does not serve what they dropped. Each such purge counts
+    it as one more worker to confirm. Returns how many it was sent."""
+    from fleet.distribution import send_to_worker
+
+    sent = 0
+    for purge in Purge.objects.filter(sent_at__gte=since).select_related("organization").order_by("sent_at"):
+        if worker_name in purge.sent_to:
+            continue  # it was there: the message waits in its queue
+        send_to_worker(worker_name, purge_message(purge))
+        with transaction.atomic():
+            purge = Purge.objects.select_for_update().get(pk=purge.pk)
+            purge.sent_to = [*purge.sent_to, worker_name]
+            purge.workers_sent += 1
+            if worker_name not in purge.confirmations:
+                purge.status, purge.completed_at = Purge.Status.SENT, None
+            purge.save(update_fields=["sent_to", "workers_sent", "status", "completed_at"])
+        sent += 1
     return sent
 
 

@@ -69,13 +69,12 @@ def broadcast(number: int, envelope: str) -> int:
     return sent
 
 
-def broadcast_message(message: dict) -> int:
-    """Send a non-snapshot message (a cache purge) to every recent worker."""
-    sent = 0
-    for name in recent_workers().values_list("name", flat=True):
+def broadcast_message(message: dict) -> list[str]:
+    """Send a non-snapshot message (a cache purge) to every recent worker; their names."""
+    names = list(recent_workers().values_list("name", flat=True))
+    for name in names:
         send_to_worker(name, message)
-        sent += 1
-    return sent
+    return names
 
 
 def current_challenges() -> list[snapshot.AcmeChallenge]:
@@ -93,6 +92,7 @@ def current_challenges() -> list[snapshot.AcmeChallenge]:
 def worker_hello(*, name: str, pool: str, address: str, capacity: int, version: int) -> Worker:
     """A worker started or reconnected: record it and send the newest version if it lacks it."""
     now = timezone.now()
+    last_seen = Worker.objects.filter(name=name).values_list("last_heartbeat", flat=True).first()
     worker, _ = Worker.objects.update_or_create(
         name=name,
         defaults={"pool": pool, "address": address, "capacity": capacity, "version": version, "started_at": now, "last_heartbeat": now},
@@ -100,7 +100,17 @@ def worker_hello(*, name: str, pool: str, address: str, capacity: int, version: 
     latest = ConfigVersion.objects.order_by("-number").first()
     if latest is not None and latest.number > version:
         send_to_worker(name, snapshot_message(latest.number, latest.envelope))
+    if last_seen is not None:
+        _send_missed_purges(name, since=last_seen)
     return worker
+
+
+def _send_missed_purges(name: str, *, since) -> None:
+    try:
+        from edge.purges import send_missed
+    except ImportError:
+        return
+    send_missed(worker_name=name, since=since)
 
 
 def worker_heartbeat(*, name: str, version: int) -> None:

@@ -3,13 +3,16 @@ workers through the real broker, and done once every worker confirmed."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import pytest
 from audit.models import AuditEvent
+from django.utils import timezone
 from edge.models import Purge
 from edge.purges import purge_confirmed, purge_send
-from fleet.distribution import agent_queue
+from fleet.distribution import agent_queue, worker_hello
+from fleet.models import Worker
 
 from .conftest import client_for, url
 
@@ -91,6 +94,39 @@ def test_a_purge_reaches_the_workers_and_completes_when_they_confirm(cast, world
     purge_confirmed(worker_name=worker.name, purge_id=str(purge.pk))
     detail = client_for(cast.acme.read_token).get(url("acme", f"purges/{purge.pk}/")).json()
     assert detail["status"] == "done" and worker.name in detail["confirmations"]
+
+
+def _queue_is_empty(name: str) -> bool:
+    from config.celery import app
+
+    with app.connection_for_read() as conn:
+        return agent_queue(name)(conn.default_channel).get(no_ack=True) is None
+
+
+def test_a_worker_that_was_away_gets_the_purges_it_missed_when_it_comes_back(cast, world, make_worker):
+    present, away = make_worker(), make_worker()
+    Worker.objects.filter(pk=away.pk).update(last_heartbeat=timezone.now() - dt.timedelta(hours=2))
+    created = client_for(cast.acme.write_token).post(url("acme", "purges/"), {"kind": "all"}).json()
+    purge = Purge.objects.get(pk=created["id"])
+    assert purge_send(purge_id=str(purge.pk)) == 1  # only the worker that is there
+    assert _receive(present.name)["id"] == str(purge.pk)
+    purge_confirmed(worker_name=present.name, purge_id=str(purge.pk))
+    purge.refresh_from_db()
+    assert purge.status == "done"
+
+    worker_hello(name=away.name, pool="default", address="", capacity=1, version=10**9)  # back
+    assert _receive(away.name)["id"] == str(purge.pk)
+    purge.refresh_from_db()
+    assert (purge.status, purge.workers_sent, sorted(purge.sent_to)) == ("sent", 2, sorted([present.name, away.name]))
+    purge_confirmed(worker_name=away.name, purge_id=str(purge.pk))
+    purge.refresh_from_db()
+    assert purge.status == "done"
+    # Neither a second hello nor a restart of a worker that got it sends it again.
+    worker_hello(name=away.name, pool="default", address="", capacity=1, version=10**9)
+    worker_hello(name=present.name, pool="default", address="", capacity=1, version=10**9)
+    assert _queue_is_empty(away.name) and _queue_is_empty(present.name)
+    purge.refresh_from_db()
+    assert purge.workers_sent == 2
 
 
 def test_a_confirmation_for_an_unknown_purge_is_ignored(db):
