@@ -226,7 +226,7 @@ class Purge(OrgOwned):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
     created_by = models.CharField(max_length=300)
     created_at = models.DateTimeField(default=timezone.now)
-    sent_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
     workers_sent = models.PositiveIntegerField(default=0)
     # names of the workers it was sent to: a worker that was away gets it when it comes back
     sent_to = models.JSONField(default=list, blank=True)

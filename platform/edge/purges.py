@@ -3,12 +3,13 @@
 ``purge_create`` validates, stores and audits a purge, and once the transaction commits a task
 sends it to the workers (``purge_send``). Each worker's agent confirms (``purge_confirmed``); a
 purge is done when every worker it was sent to confirmed it. A worker that was away when a purge
-was sent (no heartbeat within the broadcast horizon) gets it when it says hello again
+was sent (no heartbeat within the broadcast horizon) gets it on its next hello or heartbeat
 (``send_missed``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import uuid
@@ -142,25 +143,48 @@ def purge_send(*, purge_id: str) -> int:
     return sent
 
 
-def send_missed(*, worker_name: str, since) -> int:
-    """A worker is back after being away since ``since``: send it the purges sent meanwhile to the
-    workers that were there, so its cache does not serve what they dropped. Each such purge counts
-    it as one more worker to confirm. Returns how many it was sent."""
+# Purge transactions may commit out of ``sent_at`` order: each check looks back this far, and
+# ``sent_to`` keeps a purge from being sent twice.
+CATCH_UP_OVERLAP = dt.timedelta(minutes=1)
+
+
+def send_missed(*, worker_name: str) -> int:
+    """Send ``worker_name`` the purges that went out without it (it was away, so left out of the
+    broadcast), so its cache does not serve what the others dropped; each counts it as one more
+    worker to confirm. Called on every hello and heartbeat: usually nothing to do. Returns how many
+    it was sent."""
     from fleet.distribution import send_to_worker
+    from fleet.models import Worker
 
     sent = 0
-    for purge in Purge.objects.filter(sent_at__gte=since).select_related("organization").order_by("sent_at"):
-        if worker_name in purge.sent_to:
-            continue  # it was there: the message waits in its queue
-        send_to_worker(worker_name, purge_message(purge))
-        with transaction.atomic():
-            purge = Purge.objects.select_for_update().get(pk=purge.pk)
+    with transaction.atomic():
+        # One check at a time per worker: a hello and a heartbeat may be handled at once.
+        worker = Worker.objects.select_for_update().filter(name=worker_name).first()
+        if worker is None:
+            return 0
+        if worker.purges_seen_until is None:  # a new worker: nothing of its own to catch up on
+            Worker.objects.filter(pk=worker.pk).update(purges_seen_until=timezone.now())
+            return 0
+        purges = list(
+            Purge.objects.select_for_update(of=("self",))
+            .filter(sent_at__gt=worker.purges_seen_until - CATCH_UP_OVERLAP)
+            .select_related("organization")
+            .order_by("sent_at")
+        )
+        for purge in purges:
+            if worker_name in purge.sent_to:
+                continue  # it was there: the message waits in its queue
+            # Published before this transaction commits: if the commit fails, the next check sends
+            # it again (a purge applied twice drops nothing it should keep for long).
+            send_to_worker(worker_name, purge_message(purge))
             purge.sent_to = [*purge.sent_to, worker_name]
             purge.workers_sent += 1
             if worker_name not in purge.confirmations:
                 purge.status, purge.completed_at = Purge.Status.SENT, None
             purge.save(update_fields=["sent_to", "workers_sent", "status", "completed_at"])
-        sent += 1
+            sent += 1
+        if purges and purges[-1].sent_at > worker.purges_seen_until:
+            Worker.objects.filter(pk=worker.pk).update(purges_seen_until=purges[-1].sent_at)
     return sent
 
 

@@ -92,7 +92,6 @@ def current_challenges() -> list[snapshot.AcmeChallenge]:
 def worker_hello(*, name: str, pool: str, address: str, capacity: int, version: int) -> Worker:
     """A worker started or reconnected: record it and send the newest version if it lacks it."""
     now = timezone.now()
-    last_seen = Worker.objects.filter(name=name).values_list("last_heartbeat", flat=True).first()
     worker, _ = Worker.objects.update_or_create(
         name=name,
         defaults={"pool": pool, "address": address, "capacity": capacity, "version": version, "started_at": now, "last_heartbeat": now},
@@ -100,23 +99,26 @@ def worker_hello(*, name: str, pool: str, address: str, capacity: int, version: 
     latest = ConfigVersion.objects.order_by("-number").first()
     if latest is not None and latest.number > version:
         send_to_worker(name, snapshot_message(latest.number, latest.envelope))
-    if last_seen is not None:
-        _send_missed_purges(name, since=last_seen)
+    _send_missed_purges(name)
     return worker
 
 
-def _send_missed_purges(name: str, *, since) -> None:
+def _send_missed_purges(name: str) -> None:
+    """Purges that went out while this worker was away (left out of the broadcast) reach it on its
+    next hello or heartbeat, whichever the control plane handles first."""
     try:
         from edge.purges import send_missed
     except ImportError:
         return
-    send_missed(worker_name=name, since=since)
+    send_missed(worker_name=name)
 
 
 def worker_heartbeat(*, name: str, version: int) -> None:
     updated = Worker.objects.filter(name=name).update(last_heartbeat=timezone.now(), version=version)
     if not updated:  # the control plane lost the row (restored database): treat as hello
         worker_hello(name=name, pool="default", address="", capacity=1, version=version)
+        return
+    _send_missed_purges(name)
 
 
 def worker_report(*, name: str, version: int, outcome: str, reason: str = "") -> None:

@@ -32,6 +32,8 @@ class Worker(models.Model):
     version = models.PositiveBigIntegerField(default=0)  # last applied
     started_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
+    # Cache purges sent up to this time have reached it (sent to it, or caught up since).
+    purges_seen_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

@@ -4,6 +4,8 @@ import hashlib
 import secrets
 import uuid
 
+from audit.chain import anchor_mac
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.utils import timezone
@@ -81,6 +83,14 @@ class Organization(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        if self._state.adding and not self.audit_head_mac:
+            # The empty chain is sealed too: a log wiped back to it must not verify.
+            key = settings.AUDIT_KEYS[0].encode()
+            self.audit_head_mac = anchor_mac(key, self.pk, "head", self.audit_head_seq, self.audit_head_hash)
+            self.audit_base_mac = anchor_mac(key, self.pk, "base", self.audit_base_seq, self.audit_base_hash)
+        super().save(*args, **kwargs)
 
 
 class OrgScopedQuerySet(models.QuerySet):

@@ -30,7 +30,7 @@ from mitmproxy import http
 from proxyworker import pages
 from proxyworker.addons.headers import request_id_of
 from proxyworker.balancer import BackendState, Pool
-from proxyworker.forwarded import client_https
+from proxyworker.forwarded import client_https, client_ip
 from proxyworker.snapshot import AggregatePart
 from proxyworker.tables import RouteTable
 from proxyworker.upstream import UpstreamError, fetch
@@ -64,16 +64,16 @@ class Aggregate:
         req = flow.request
         _, _, query = req.path.partition("?")
         headers = [(k, v) for k, v in req.headers.fields if k.lower() not in _DROP and not k.lower().startswith(b"x-forwarded-")]
-        client_ip = flow.client_conn.peername[0]
+        peer = flow.client_conn.peername[0]  # the next hop appends the address it saw
         chain = req.headers.get("x-forwarded-for")
         headers += [
-            (b"x-forwarded-for", (f"{chain}, {client_ip}" if chain else client_ip).encode()),
+            (b"x-forwarded-for", (f"{chain}, {peer}" if chain else peer).encode()),
             (b"x-forwarded-proto", b"https" if client_https(flow) else b"http"),
             (b"x-forwarded-host", (req.host_header or "").encode()),
             (b"x-request-id", request_id_of(flow).encode()),
         ]
         results = await asyncio.gather(
-            *(self._part(pool, part, query, headers, client_ip) for part, pool in route.aggregate)
+            *(self._part(pool, part, query, headers, client_ip(flow)) for part, pool in route.aggregate)
         )
         body: dict[str, object] = {}
         failed: list[str] = []
@@ -90,7 +90,7 @@ class Aggregate:
         flow.metadata["portico.aggregate_failed"] = failed
 
     async def _part(
-        self, pool: Pool, part: AggregatePart, query: str, headers: list[tuple[bytes, bytes]], client_ip: str
+        self, pool: Pool, part: AggregatePart, query: str, headers: list[tuple[bytes, bytes]], ip: str
     ) -> tuple[bool, object]:
         target = part.path
         if query:
@@ -99,7 +99,7 @@ class Aggregate:
         tried: list[BackendState] = []
         while True:
             now = time.monotonic()
-            backend = pool.pick_backend(client_ip, now, exclude=tried)
+            backend = pool.pick_backend(ip, now, exclude=tried)
             if backend is None:
                 return False, {"error": "unavailable"}
             remaining = deadline - now

@@ -11,7 +11,7 @@ from audit.models import AuditEvent
 from django.utils import timezone
 from edge.models import Purge
 from edge.purges import purge_confirmed, purge_send
-from fleet.distribution import agent_queue, worker_hello
+from fleet.distribution import agent_queue, worker_heartbeat, worker_hello
 from fleet.models import Worker
 
 from .conftest import client_for, url
@@ -103,9 +103,11 @@ def _queue_is_empty(name: str) -> bool:
         return agent_queue(name)(conn.default_channel).get(no_ack=True) is None
 
 
-def test_a_worker_that_was_away_gets_the_purges_it_missed_when_it_comes_back(cast, world, make_worker):
+@pytest.mark.parametrize("first_word", ["hello", "heartbeat"])
+def test_a_worker_that_was_away_gets_the_purges_it_missed_when_it_comes_back(cast, world, make_worker, first_word):
     present, away = make_worker(), make_worker()
-    Worker.objects.filter(pk=away.pk).update(last_heartbeat=timezone.now() - dt.timedelta(hours=2))
+    two_hours_ago = timezone.now() - dt.timedelta(hours=2)
+    Worker.objects.filter(pk=away.pk).update(last_heartbeat=two_hours_ago, purges_seen_until=two_hours_ago)
     created = client_for(cast.acme.write_token).post(url("acme", "purges/"), {"kind": "all"}).json()
     purge = Purge.objects.get(pk=created["id"])
     assert purge_send(purge_id=str(purge.pk)) == 1  # only the worker that is there
@@ -114,16 +116,22 @@ def test_a_worker_that_was_away_gets_the_purges_it_missed_when_it_comes_back(cas
     purge.refresh_from_db()
     assert purge.status == "done"
 
-    worker_hello(name=away.name, pool="default", address="", capacity=1, version=10**9)  # back
+    # Back: whichever of its messages the control plane handles first catches it up.
+    if first_word == "hello":
+        worker_hello(name=away.name, pool="default", address="", capacity=1, version=10**9)
+    else:
+        worker_heartbeat(name=away.name, version=10**9)
     assert _receive(away.name)["id"] == str(purge.pk)
     purge.refresh_from_db()
     assert (purge.status, purge.workers_sent, sorted(purge.sent_to)) == ("sent", 2, sorted([present.name, away.name]))
     purge_confirmed(worker_name=away.name, purge_id=str(purge.pk))
     purge.refresh_from_db()
     assert purge.status == "done"
-    # Neither a second hello nor a restart of a worker that got it sends it again.
+    # Neither more hellos and heartbeats nor a restart of a worker that got it sends it again.
     worker_hello(name=away.name, pool="default", address="", capacity=1, version=10**9)
+    worker_heartbeat(name=away.name, version=10**9)
     worker_hello(name=present.name, pool="default", address="", capacity=1, version=10**9)
+    worker_heartbeat(name=present.name, version=10**9)
     assert _queue_is_empty(away.name) and _queue_is_empty(present.name)
     purge.refresh_from_db()
     assert purge.workers_sent == 2

@@ -119,6 +119,18 @@ def test_oldest_events_deleted_with_the_base_moved_up_are_detected(cast, chain):
     _assert_broken(cast.org, "the chain's base was moved without the audit key: oldest events deleted")
 
 
+def test_a_log_wiped_back_to_the_empty_start_is_detected(cast, chain):
+    AuditEvent.objects.filter(organization=cast.org).delete()
+    Organization.objects.filter(pk=cast.org.pk).update(audit_head_seq=0, audit_head_hash="")
+    _assert_broken(cast.org, "the chain's head was moved without the audit key")
+
+
+def test_a_new_organizations_empty_chain_is_sealed(db):
+    org = Organization.objects.create(name="Fresh", slug="fresh")
+    assert org.audit_head_mac and org.audit_base_mac and org.audit_head_mac != org.audit_base_mac
+    assert verify_chain(org) == []
+
+
 def test_a_deleted_oldest_event_is_detected(cast, chain):
     AuditEvent.objects.filter(pk=chain[0].pk).delete()
     _assert_broken(cast.org, "event #1 is missing")
