@@ -71,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         help="pin process i to core i and give it the connections whose packets arrive on that core "
              "(for nodes whose NIC spreads flows over the cores: RSS or RPS)",
     )
+    p.add_argument("--no-cpu-affinity", action="store_true", help=argparse.SUPPRESS)  # the default since --cpu-affinity
     p.add_argument(
         "--trusted-proxies", type=_cidrs, default=(), metavar="CIDR[,CIDR...]",
         help="load balancers in front of this worker: for their requests, the client address comes from "
