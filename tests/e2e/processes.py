@@ -224,8 +224,8 @@ def children_of(pid: int) -> list[int]:
         return []
 
 
-def listening_pids(port: int, among: list[int]) -> set[int]:
-    """Which of the processes ``among`` hold a socket listening on TCP ``port`` (from /proc)."""
+def listening_sockets(port: int) -> set[str]:
+    """Inodes of the sockets the kernel has listening on TCP ``port`` (its listen table)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -236,21 +236,30 @@ def listening_pids(port: int, among: list[int]) -> set[int]:
             fields = line.split()
             if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
                 inodes.add(fields[9])
-    found = set()
-    for pid in among:
+    return inodes
+
+
+def sockets_of(pid: int) -> set[str]:
+    """Inodes of the sockets ``pid`` holds (empty once it is gone, or while it exits)."""
+    inodes = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
         try:
-            fds = os.listdir(f"/proc/{pid}/fd")
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
-        for fd in fds:
-            try:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:[") and link[8:-1] in inodes:
-                found.add(pid)
-                break
-    return found
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
+def listening_pids(port: int, among: list[int]) -> set[int]:
+    """Which of the processes ``among`` hold a socket listening on TCP ``port`` (from /proc)."""
+    inodes = listening_sockets(port)
+    return {pid for pid in among if sockets_of(pid) & inodes}
 
 
 def rss_bytes(pid: int) -> int:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from ..proxyworker.conftest import Backend, Worker, site, snapshot
-from .processes import children_of, listening_pids, wait_for
+from .processes import children_of, listening_pids, listening_sockets, sockets_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -80,10 +80,15 @@ def test_a_killed_serving_process_costs_only_its_requests_in_flight_and_is_repla
     victim, survivor = serving
     with Load(w.http_port) as load:
         wait_for(lambda: len(load.ok) >= 50, what="load to run")
+        victims_listener = listening_sockets(w.http_port) & sockets_of(victim)
+        assert victims_listener
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: victim not in listening_pids(w.http_port, [victim]), interval=0.002,
-                 what="the killed process's socket to close")
+        # Gone from the kernel's listen table, not just from the process: an exiting process's
+        # file table is emptied before its sockets are closed, and until then new connections
+        # may still be queued on its listener.
+        wait_for(lambda: not listening_sockets(w.http_port) & victims_listener, interval=0.002,
+                 what="the killed process's listening socket to close")
         gone_at = time.monotonic()
         replacement = wait_for(
             lambda: next(iter(listening_pids(w.http_port, children_of(w.proc.pid)) - {victim, survivor}), None),
