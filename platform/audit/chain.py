@@ -54,6 +54,37 @@ def key_id(key: str) -> str:
     return hashlib.sha256(b"portico audit key id:" + key.encode()).hexdigest()[:16]
 
 
+def current_key() -> str:
+    """The key new events and chain ends are sealed with: the first of ``settings.AUDIT_KEYS``."""
+    from django.conf import settings
+
+    return settings.AUDIT_KEYS[0]
+
+
+def current_anchor(org_id, end: str, seq: int, hash_: str) -> str:
+    return anchor_mac(current_key().encode(), org_id, end, seq, hash_)
+
+
+def link_problems(events, base_seq: int, base_hash: str, head_seq: int, head_hash: str, seal_problem) -> list[str]:
+    """What is wrong with a chain of ``events`` (oldest first) between its base and head: gaps,
+    broken links, an end that does not match; ``seal_problem(event)`` judges each event's hash
+    (a message, or None when it holds)."""
+    problems = []
+    expected_seq, prev_hash = base_seq + 1, base_hash
+    for event in events:
+        if event.seq != expected_seq:
+            problems.append(f"event #{expected_seq} is missing (next found: #{event.seq})")
+        if event.prev_hash != prev_hash:
+            problems.append(f"event #{event.seq} does not follow the event before it (deleted or reordered)")
+        problem = seal_problem(event)
+        if problem:
+            problems.append(problem)
+        expected_seq, prev_hash = event.seq + 1, event.hash
+    if expected_seq - 1 != head_seq or prev_hash != head_hash:
+        problems.append(f"the chain ends at #{expected_seq - 1} but its head says #{head_seq}: newest events deleted")
+    return problems
+
+
 def reseal_unkeyed(events, organizations, key: str) -> list[str]:
     """Seal every organization's legacy (unkeyed) chain with ``key``; ``events`` and
     ``organizations`` are the model classes (historical ones in a migration). A chain that does not
@@ -70,14 +101,8 @@ def reseal_unkeyed(events, organizations, key: str) -> list[str]:
                     audit_base_mac=anchor_mac(raw, org.pk, "base", org.audit_base_seq, org.audit_base_hash),
                 )
             continue
-        expected_seq, prev = org.audit_base_seq + 1, org.audit_base_hash
-        intact = True
-        for event in rows:
-            if event.seq != expected_seq or event.prev_hash != prev or unkeyed_hash(event) != event.hash:
-                intact = False
-                break
-            expected_seq, prev = event.seq + 1, event.hash
-        if not intact or expected_seq - 1 != org.audit_head_seq or prev != org.audit_head_hash:
+        if link_problems(rows, org.audit_base_seq, org.audit_base_hash, org.audit_head_seq, org.audit_head_hash,
+                         lambda e: "edited" if unkeyed_hash(e) != e.hash else None):
             left.append(org.slug)
             continue
         prev = org.audit_base_hash

@@ -4,7 +4,7 @@ from django.db import models
 from django.utils import timezone
 from tenancy.models import ApiToken, Organization, OrgScopedQuerySet, User
 
-from .chain import canonical, sealed_hash
+from .chain import sealed_hash
 
 
 class AuditEvent(models.Model):
@@ -47,9 +47,6 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} by {self.actor_name}"
-
-    def canonical(self) -> bytes:
-        return canonical(self)
 
     def compute_hash(self, key: bytes) -> str:
         return sealed_hash(self, key)

@@ -10,7 +10,7 @@ from django.utils import timezone
 from tenancy.access import Actor
 from tenancy.models import Organization
 
-from .chain import anchor_mac, key_id
+from .chain import anchor_mac, current_anchor, current_key, key_id, link_problems
 from .models import AuditEvent
 from .redact import redact
 
@@ -69,14 +69,14 @@ def record(
     event.save()
     Organization.objects.filter(pk=org.pk).update(
         audit_head_seq=event.seq, audit_head_hash=event.hash,
-        audit_head_mac=anchor_mac(settings.AUDIT_KEYS[0].encode(), org.pk, "head", event.seq, event.hash),
+        audit_head_mac=current_anchor(org.pk, "head", event.seq, event.hash),
     )
     return event
 
 
 def seal(event: AuditEvent) -> None:
-    """Set the event's hash with the current audit key (the first of ``settings.AUDIT_KEYS``)."""
-    current = settings.AUDIT_KEYS[0]
+    """Set the event's hash with the current audit key."""
+    current = current_key()
     event.key_id = key_id(current)
     event.hash = event.compute_hash(current.encode())
 
@@ -104,21 +104,18 @@ def verify_chain(org: Organization) -> list[str]:
         problems.append("the chain's base was moved without the audit key: oldest events deleted")
     if not _anchored(keys, org, "head", org.audit_head_seq, org.audit_head_hash, org.audit_head_mac):
         problems.append("the chain's head was moved without the audit key: newest events deleted")
-    expected_seq, prev_hash = org.audit_base_seq + 1, org.audit_base_hash
-    for event in AuditEvent.objects.filter(organization=org).order_by("seq").iterator():
-        if event.seq != expected_seq:
-            problems.append(f"event #{expected_seq} is missing (next found: #{event.seq})")
-        if event.prev_hash != prev_hash:
-            problems.append(f"event #{event.seq} does not follow the event before it (deleted or reordered)")
+
+    def seal_problem(event: AuditEvent) -> str | None:
         key = keys.get(event.key_id)
         if key is None:
-            problems.append(f"event #{event.seq} is not sealed with any audit key this platform holds")
-        elif event.compute_hash(key) != event.hash:
-            problems.append(f"event #{event.seq} was edited after it was written")
-        expected_seq, prev_hash = event.seq + 1, event.hash
-    if expected_seq - 1 != org.audit_head_seq or prev_hash != org.audit_head_hash:
-        problems.append(f"the chain ends at #{expected_seq - 1} but its head says #{org.audit_head_seq}: newest events deleted")
-    return problems
+            return f"event #{event.seq} is not sealed with any audit key this platform holds"
+        if event.compute_hash(key) != event.hash:
+            return f"event #{event.seq} was edited after it was written"
+        return None
+
+    events = AuditEvent.objects.filter(organization=org).order_by("seq").iterator()
+    return problems + link_problems(events, org.audit_base_seq, org.audit_base_hash, org.audit_head_seq,
+                                    org.audit_head_hash, seal_problem)
 
 
 def _anchored(keys: dict[str, bytes], org: Organization, end: str, seq: int, hash_: str, mac: str) -> bool:
@@ -137,6 +134,6 @@ def apply_retention(*, org: Organization, older_than: dt.datetime) -> int:
         deleted, _ = AuditEvent.objects.filter(organization=org, seq__lte=newest_old.seq).delete()
         Organization.objects.filter(pk=org.pk).update(
             audit_base_seq=newest_old.seq, audit_base_hash=newest_old.hash,
-            audit_base_mac=anchor_mac(settings.AUDIT_KEYS[0].encode(), org.pk, "base", newest_old.seq, newest_old.hash),
+            audit_base_mac=current_anchor(org.pk, "base", newest_old.seq, newest_old.hash),
         )
         return deleted

@@ -4,8 +4,7 @@ import hashlib
 import secrets
 import uuid
 
-from audit.chain import anchor_mac
-from django.conf import settings
+from audit.chain import current_anchor
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.utils import timezone
@@ -87,9 +86,8 @@ class Organization(models.Model):
     def save(self, *args, **kwargs) -> None:
         if self._state.adding and not self.audit_head_mac:
             # The empty chain is sealed too: a log wiped back to it must not verify.
-            key = settings.AUDIT_KEYS[0].encode()
-            self.audit_head_mac = anchor_mac(key, self.pk, "head", self.audit_head_seq, self.audit_head_hash)
-            self.audit_base_mac = anchor_mac(key, self.pk, "base", self.audit_base_seq, self.audit_base_hash)
+            self.audit_head_mac = current_anchor(self.pk, "head", self.audit_head_seq, self.audit_head_hash)
+            self.audit_base_mac = current_anchor(self.pk, "base", self.audit_base_seq, self.audit_base_hash)
         super().save(*args, **kwargs)
 
 
